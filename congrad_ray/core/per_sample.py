@@ -1,0 +1,145 @@
+"""Per-sample sketched LP-DPO gradients ``S(g_i)`` from ONE batched forward + backward (DESIGN.md, step 3).
+
+For a scoped linear layer ``W`` (``d_out x d_in``) the per-row weight gradient is ``sum_t delta_t x_t^T``: ``x`` is
+captured by a forward hook, ``delta = dL/d(output)`` by a tensor hook during the backward of
+``L = sum_i loss_i``, and the two are combined by :meth:`CountSketch.sketch_outer` without ever forming the
+``d_out x d_in`` matrix. Rows are independent in a causal LM batch, so row ``n``'s contribution is exactly
+``grad`` of ``loss_{pair(n)}`` through row ``n``; a pair's sketch is the sum of its chosen and rejected rows.
+
+The backward is ``torch.autograd.grad(L, embeddings)``: it needs activation gradients only, so the weight-gradient
+GEMMs of a training step are skipped and no ``.grad`` is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .count_sketch import CountSketch
+from .dpo import DPOParams, PreferenceBatch, lp_dpo_terms, sequence_logps
+
+
+@dataclass
+class SketchedPairs:
+    """Output of one sketch pass over ``B`` pairs.
+
+    Attributes:
+        sketch: ``S(g_i)``, ``[B, k]`` float32.
+        loss: ``loss_i``, ``[B]``.
+        z: the LP-DPO logit ``z_i`` (its sign says whether the policy already prefers ``y^w``), ``[B]``.
+        n_tokens: completion tokens of chosen + rejected, ``[B]``.
+    """
+
+    sketch: Tensor
+    loss: Tensor
+    z: Tensor
+    n_tokens: Tensor
+
+
+class _OuterProductSketcher:
+    """Hooks on scoped linears that accumulate ``S`` of each row's weight (and bias) gradient into ``rows [2B, k]``."""
+
+    def __init__(self, linears: dict[str, nn.Linear], sketch: CountSketch, token_mask: Tensor):
+        self.linears = linears
+        self.sketch = sketch
+        self.token_mask = token_mask.bool()
+        self.rows = torch.zeros(token_mask.shape[0], sketch.k, device=token_mask.device)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        handles = [m.register_forward_hook(self._forward_hook(name)) for name, m in self.linears.items()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _forward_hook(self, name: str):
+        def hook(module: nn.Linear, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if output.requires_grad:
+                x = inputs[0].detach()
+                output.register_hook(lambda delta: self._accumulate(name, module, x, delta))
+
+        return hook
+
+    def _accumulate(self, name: str, module: nn.Linear, x: Tensor, delta: Tensor) -> None:
+        rows = self.rows.shape[0]
+        x = self._masked(x.reshape(rows, -1, x.shape[-1]).float())
+        delta = self._masked(delta.reshape(rows, -1, delta.shape[-1]).float())
+        self.rows += self.sketch.sketch_outer(f"{name}.weight", delta, x)
+        if module.bias is not None:
+            self.rows += self.sketch.sketch_bias(f"{name}.bias", delta.sum(dim=1))
+
+    def _masked(self, t: Tensor) -> Tensor:
+        """Zero padded positions (``where``, so a NaN there cannot leak into a sketch)."""
+        if t.shape[1] != self.token_mask.shape[1]:
+            return t
+        return torch.where(self.token_mask[..., None], t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+@contextmanager
+def _embeddings_require_grad(model: nn.Module, captured: list[Tensor]) -> Iterator[None]:
+    """Make the input-embedding output a grad leaf (so frozen weights still get activation gradients)."""
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf
+
+    handle = model.get_input_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def sketch_pair_gradients(
+    model: nn.Module,
+    batch: PreferenceBatch,
+    ref_logps: Tensor,
+    linears: dict[str, nn.Linear],
+    sketch: CountSketch,
+    params: DPOParams,
+) -> SketchedPairs:
+    """``S(g_i)`` for every pair of ``batch`` from one forward and one activation-only backward.
+
+    Args:
+        model: the policy ``pi_theta`` in eval mode (no dropout), a causal LM (PEFT-wrapped or not).
+        batch: ``B`` pairs as ``2B`` rows, chosen first; left or right padding.
+        ref_logps: ``log pi_ref(y|x)`` per row, ``[2B]`` (see :func:`reference_logps`).
+        linears: the scoped layers (:func:`congrad_ray.core.scope.scoped_linears`).
+        sketch: the seeded count sketch ``S``.
+        params: LP-DPO ``beta``, ``alpha``.
+    """
+    sketcher = _OuterProductSketcher(linears, sketch, batch.attention_mask)
+    leaves: list[Tensor] = []
+    with torch.enable_grad(), sketcher.installed(), _embeddings_require_grad(model, leaves):
+        policy = sequence_logps(model, batch)
+        terms = lp_dpo_terms(policy, ref_logps, batch.completion_lengths, params)
+        torch.autograd.grad(terms.loss.sum(), leaves, allow_unused=True)
+    b = batch.num_pairs
+    lengths = batch.completion_lengths
+    return SketchedPairs(
+        sketch=sketcher.rows[:b] + sketcher.rows[b:],
+        loss=terms.loss.detach(),
+        z=terms.z.detach(),
+        n_tokens=lengths[:b] + lengths[b:],
+    )
+
+
+@torch.no_grad()
+def reference_logps(reference: nn.Module, batch: PreferenceBatch, disable_adapter: bool = False) -> Tensor:
+    """``log pi_ref(y|x)`` per row, ``[2B]``: from a frozen copy, or the PEFT base with adapters disabled.
+
+    When ``batch.ref_logps`` holds precomputed values (from columns), they are returned as they are.
+    """
+    if batch.ref_logps is not None:
+        return batch.ref_logps
+    if disable_adapter:
+        with reference.disable_adapter():
+            return sequence_logps(reference, batch)
+    return sequence_logps(reference, batch)

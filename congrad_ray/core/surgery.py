@@ -1,0 +1,71 @@
+"""Aggregated cross-lingual direction ``g*`` (DESIGN.md, step 5), on the ``L x k`` matrix of sketches.
+
+PCGrad: for each language ``l``, ``p_l = G_l``; for each other language ``m`` in a seeded random order, if
+``<p_l, G_m> < 0`` then ``p_l <- p_l - <p_l, G_m> / ||G_m||^2 G_m``. ``g* = sum_l p_l``. The order of the others is
+drawn from (seed, name of ``l``), so the result does not depend on the order the rows arrive in. The ablation
+``mean`` is ``g* = mean_l G_l``. Linear operations commute with ``S``, so this is surgery on the true gradients seen
+through the sketch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .count_sketch import stream_seed
+
+
+@dataclass
+class Direction:
+    """``g* [k]``, the projected ``p [L, k]``, and cosine matrices of ``G`` (before) and ``p`` (after), ``[L, L]``."""
+
+    langs: list[str]
+    g_star: Tensor
+    projected: Tensor
+    cosine_before: Tensor
+    cosine_after: Tensor
+    projections: int
+
+
+def cosine_matrix(m: Tensor) -> Tensor:
+    """Pairwise cosine of the rows of ``m [L, k]`` (0 where a row is zero), ``[L, L]``."""
+    norms = m.norm(dim=1)
+    unit = m / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
+    return unit @ unit.T
+
+
+def pcgrad_order(langs: list[str], lang: str, seed: int) -> list[str]:
+    """The seeded order in which ``lang`` is projected against the others."""
+    others = sorted(m for m in langs if m != lang)
+    random.Random(stream_seed(seed, lang, "pcgrad")).shuffle(others)
+    return others
+
+
+def pcgrad(g: Tensor, langs: list[str], seed: int) -> Direction:
+    """PCGrad over languages. ``g [L, k]`` (float64 recommended), row ``j`` is ``G_{langs[j]}``."""
+    if len(set(langs)) != len(langs):
+        raise ValueError("pcgrad needs one row per language")
+    row = {lang: j for j, lang in enumerate(langs)}
+    projected = g.clone()
+    sq_norms = (g * g).sum(dim=1)
+    projections = 0
+    for lang in langs:
+        p = projected[row[lang]]
+        for other in pcgrad_order(langs, lang, seed):
+            gm, norm2 = g[row[other]], sq_norms[row[other]]
+            dot = torch.dot(p, gm)
+            if dot < 0 and norm2 > 0:
+                p -= dot / norm2 * gm
+                projections += 1
+    g_star = projected[[row[lang] for lang in sorted(langs)]].sum(dim=0)  # fixed order: independent of row order
+    return Direction(list(langs), g_star, projected, cosine_matrix(g), cosine_matrix(projected), projections)
+
+
+def mean_direction(g: Tensor, langs: list[str]) -> Direction:
+    """The no-surgery ablation: ``g* = mean_l G_l``."""
+    cos = cosine_matrix(g)
+    order = sorted(range(len(langs)), key=lambda j: langs[j])
+    return Direction(list(langs), g[order].mean(dim=0), g.clone(), cos, cos, 0)

@@ -1,0 +1,155 @@
+"""Models and tokenizers: a tiny offline factory (tests, demo, benchmarks) and the real ``from_pretrained`` path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# A little text in several scripts so the byte-level BPE merges common pieces of each.
+SEED_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Answer briefly and politely.",
+    "Le renard brun saute par-dessus le chien paresseux. Réponds brièvement et poliment.",
+    "Der schnelle braune Fuchs springt über den faulen Hund. Antworte kurz und höflich.",
+    "El rápido zorro marrón salta sobre el perro perezoso. Responde breve y cortésmente.",
+    "Быстрая коричневая лиса прыгает через ленивую собаку. Отвечай кратко и вежливо.",
+    "Mbweha mwepesi wa kahawia anaruka juu ya mbwa mvivu. Jibu kwa ufupi na kwa adabu.",
+    "敏捷的棕色狐狸跳过了懒狗。请简短而礼貌地回答。",
+    "素早い茶色の狐が怠け者の犬を飛び越える。簡潔に丁寧に答えてください。",
+    "الثعلب البني السريع يقفز فوق الكلب الكسول. أجب باختصار وبأدب.",
+    "तेज़ भूरी लोमड़ी आलसी कुत्ते के ऊपर कूदती है। संक्षेप में और विनम्रता से उत्तर दें।",
+]
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """A tiny random causal LM. The defaults give head_dim 64, which vLLM's CPU backend accepts."""
+
+    arch: str = "llama"
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
+    max_position_embeddings: int = 1024
+    seed: int = 0
+
+
+def build_tiny_tokenizer(corpus: Iterable[str] = SEED_CORPUS, vocab_size: int = 512) -> Any:
+    """A byte-level BPE tokenizer trained offline in well under a second, with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>", chat_template=CHAT_TEMPLATE
+    )
+
+
+def build_tiny_model(tokenizer: Any, spec: TinyModelSpec = TinyModelSpec()) -> Any:
+    """A randomly initialised (seeded) Llama or Qwen2 causal LM sized by ``spec``, in float32."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    if spec.arch not in classes:
+        raise ValueError(f"unknown tiny arch {spec.arch!r}: use one of {sorted(classes)}")
+    config_cls, model_cls = classes[spec.arch]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(spec.seed)
+    return model_cls(config).eval()
+
+
+def save_tiny_model(
+    directory: str | Path, spec: TinyModelSpec = TinyModelSpec(), corpus: Iterable[str] = SEED_CORPUS
+) -> Path:
+    """Build the tiny tokenizer and model and save both (safetensors) to ``directory``; returns it."""
+    directory = Path(directory)
+    tokenizer = build_tiny_tokenizer(corpus, spec.vocab_size)
+    model = build_tiny_model(tokenizer, spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer`` with a pad token (EOS when the checkpoint has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    dtype: str = "float32",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = "sdpa",
+) -> Any:
+    """A causal LM from a local directory or hub id, safetensors only, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path,
+        revision=revision,
+        dtype=getattr(torch, dtype),
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+    )
+    return model.eval()
+
+
+def add_lora(
+    model: Any,
+    rank: int = 8,
+    alpha: int = 16,
+    target_modules: list[str] | str = "all-linear",
+    init_weights: bool = True,
+) -> Any:
+    """Wrap ``model`` with a fresh PEFT LoRA adapter (dropout 0); ``init_weights=False`` randomises ``lora_B`` too."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+        init_lora_weights=init_weights,
+    )
+    return get_peft_model(model, config).eval()

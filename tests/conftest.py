@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny Llama saved to disk once per session, loaded through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from congrad_ray.models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_dir):
+    from congrad_ray.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def reference_model(tiny_dir):
+    from congrad_ray.models import load_model
+
+    return load_model(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def policy_model(tokenizer):
+    """A different random init than the reference, so the DPO logit is not 0 for every pair."""
+    from congrad_ray.models import TinyModelSpec, build_tiny_model
+
+    return build_tiny_model(tokenizer, TinyModelSpec(seed=7))
+
+
+MIXED_PAIRS = [
+    ("Translate to French: good morning", " bonjour", " bonsoir et bonne nuit à tous"),
+    ("Réponds poliment : merci beaucoup pour ton aide aujourd'hui, c'était vraiment utile", " de rien", " non"),
+    ("Wie spät ist es?", " Es ist drei Uhr nachmittags, glaube ich, aber ich bin mir nicht sicher.", " drei"),
+    ("Q:", " yes", " no"),
+    (
+        "Сколько будет два плюс два? Ответь одним словом, пожалуйста, и объясни.",
+        " четыре",
+        " пять, конечно, потому что",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def mixed_pairs(tokenizer):
+    """Short and long pairs mixed, several scripts."""
+    from congrad_ray.tokenization import tokenize_pair
+
+    return [tokenize_pair(tokenizer, p, c, r) for p, c, r in MIXED_PAIRS]

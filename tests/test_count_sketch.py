@@ -1,0 +1,117 @@
+"""Count sketch: linearity, mergeability, determinism across processes, unbiasedness, 1/sqrt(k) error, and the
+TensorSketch fast path against the explicit definition."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from congrad_ray.core import CountSketch
+
+shapes = st.tuples(st.integers(1, 9), st.integers(1, 40))
+
+
+def _tensor(seed: int, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 10_000), a=st.floats(-3, 3), b=st.floats(-3, 3), k=st.sampled_from([2, 8, 64]))
+def test_linear(shape, seed, a, b, k):
+    cs = CountSketch(k, seed)
+    u, v = _tensor(seed, 2, *shape), _tensor(seed + 1, 2, *shape)
+    lhs = cs.sketch_matrix("w", a * u + b * v)
+    rhs = a * cs.sketch_matrix("w", u) + b * cs.sketch_matrix("w", v)
+    torch.testing.assert_close(lhs, rhs, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 10_000), parts=st.integers(1, 6))
+def test_sum_of_sketches_is_sketch_of_sum(shape, seed, parts):
+    cs = CountSketch(16, seed)
+    batch = _tensor(seed, parts, *shape)
+    whole = cs.sketch_matrix("w", batch.sum(0, keepdim=True))
+    merged = cs.sketch_matrix("w", batch).sum(0, keepdim=True)
+    torch.testing.assert_close(whole, merged, rtol=1e-9, atol=1e-9)
+
+
+def test_norm_preserved_without_collisions():
+    """With k >= d and no collisions a count sketch is a signed permutation: it preserves every norm."""
+    cs = CountSketch(1 << 16, 3)
+    v = _tensor(0, 1, 1, 8)
+    assert torch.isclose(cs.sketch_matrix("w", v).norm(), v.norm())
+
+
+def test_names_and_seeds_give_different_maps():
+    v = _tensor(0, 1, 4, 32)
+    base = CountSketch(64, 0).sketch_matrix("a", v)
+    assert not torch.allclose(base, CountSketch(64, 1).sketch_matrix("a", v))
+    assert not torch.allclose(base, CountSketch(64, 0).sketch_matrix("b", v))
+
+
+def _sketch_in_subprocess() -> list[float]:
+    code = (
+        "import torch;from congrad_ray.core import CountSketch;"
+        "v=torch.arange(96,dtype=torch.float64).reshape(1,8,12).sin();"
+        "print(CountSketch(32,1234).sketch_matrix('layers.0.q_proj.weight',v).flatten().tolist())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return [float(x) for x in out.strip()[1:-1].split(",")]
+
+
+def test_same_seed_same_sketch_across_processes():
+    v = torch.arange(96, dtype=torch.float64).reshape(1, 8, 12).sin()
+    here = CountSketch(32, 1234).sketch_matrix("layers.0.q_proj.weight", v).flatten().tolist()
+    assert _sketch_in_subprocess() == pytest.approx(here, abs=1e-12)
+
+
+def test_inner_products_unbiased_and_error_shrinks_like_inverse_sqrt_k():
+    u = _tensor(1, 1, 64, 64)
+    v = 0.5 * u + _tensor(2, 1, 64, 64)
+    exact = (u * v).sum().item()
+    rmse = {}
+    for k in (64, 256, 1024):
+        errs = []
+        for seed in range(300):
+            cs = CountSketch(k, seed)
+            errs.append((cs.sketch_matrix("w", u) * cs.sketch_matrix("w", v)).sum().item() - exact)
+        errs = torch.tensor(errs)
+        rmse[k] = errs.pow(2).mean().sqrt().item()
+        # unbiased: the mean error over 300 seeds is within 4 standard errors of 0
+        assert abs(errs.mean().item()) < 4 * errs.std().item() / 300**0.5
+    # each 4x wider sketch halves the error (1/sqrt(k)), within sampling noise
+    assert 1.5 < rmse[64] / rmse[256] < 2.7
+    assert 1.5 < rmse[256] / rmse[1024] < 2.7
+
+
+@pytest.mark.parametrize("n,t,d_out,d_in,k", [(3, 5, 7, 11, 16), (2, 9, 33, 4, 64), (4, 1, 1, 1, 8)])
+def test_tensorsketch_equals_explicit_sketch_of_outer_products(n, t, d_out, d_in, k):
+    cs = CountSketch(k, 9)
+    delta, x = _tensor(1, n, t, d_out).float(), _tensor(2, n, t, d_in).float()
+    explicit = cs.sketch_matrix("lin.weight", torch.einsum("ntr,ntc->nrc", delta, x))
+    torch.testing.assert_close(cs.sketch_outer("lin.weight", delta, x), explicit, rtol=1e-4, atol=1e-4)
+
+
+def test_tensorsketch_chunking_does_not_change_result():
+    cs = CountSketch(32, 0)
+    delta, x = _tensor(1, 6, 4, 5).float(), _tensor(2, 6, 4, 3).float()
+    whole = cs.sketch_outer("w", delta, x)
+    torch.testing.assert_close(cs.sketch_outer("w", delta, x, chunk_elems=32 * 4), whole)
+
+
+def test_flat_sketch_matches_padded_matrix_view():
+    cs = CountSketch(8, 0)
+    v = _tensor(0, 2, 21)
+    padded = torch.nn.functional.pad(v, (0, 3)).view(2, 3, 8)
+    torch.testing.assert_close(cs.sketch_flat("flat", v), cs.sketch_matrix("flat", padded))
+
+
+@pytest.mark.parametrize("k", [0, 3, 100])
+def test_k_must_be_power_of_two(k):
+    with pytest.raises(ValueError, match="power of two"):
+        CountSketch(k, 0)

@@ -1,0 +1,58 @@
+"""The tiny factory and the real from_pretrained path, on a model saved to disk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from congrad_ray.models import TinyModelSpec, build_tiny_model, build_tiny_tokenizer, load_model, load_tokenizer
+
+
+def test_saved_tiny_model_reloads_identically(tiny_dir, reference_model):
+    assert (tiny_dir / "model.safetensors").exists()
+    rebuilt = build_tiny_model(load_tokenizer(str(tiny_dir)), TinyModelSpec())
+    for (name, a), (_, b) in zip(rebuilt.state_dict().items(), reference_model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not reference_model.training
+
+
+def test_tiny_tokenizer_is_deterministic_and_has_chat_template():
+    a, b = build_tiny_tokenizer(), build_tiny_tokenizer()
+    text = "Bonjour 世界 — привет"
+    assert a(text)["input_ids"] == b(text)["input_ids"]
+    assert a.decode(a(text)["input_ids"]) == text
+    rendered = a.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("<|im_start|>assistant\n")
+
+
+def test_only_safetensors_are_loaded(tiny_dir, tmp_path):
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, pickled)
+    model = load_model(str(tiny_dir))
+    (pickled / "model.safetensors").unlink()
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(OSError):
+        load_model(str(pickled))
+
+
+def test_remote_code_is_refused_by_default(tiny_dir, tmp_path):
+    import json
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_dir, custom)
+    config = json.loads((custom / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    config["model_type"] = "evil-unknown"
+    (custom / "config.json").write_text(json.dumps(config))
+    (custom / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(ValueError):
+        load_model(str(custom))
+
+
+def test_bf16_dtype_and_missing_path(tiny_dir):
+    assert load_model(str(tiny_dir), dtype="bfloat16").dtype == torch.bfloat16
+    with pytest.raises(OSError):
+        load_model("/nonexistent/model-dir")
