@@ -44,7 +44,15 @@ class TinyModelSpec:
     seed: int = 0
 
 
-def build_tiny_tokenizer(corpus: Iterable[str] = SEED_CORPUS, vocab_size: int = 512) -> Any:
+def default_tokenizer_corpus() -> list[str]:
+    """Seed sentences, digit runs and the demo corpus's phrasings: the text the tiny tokenizer is trained on."""
+    from .demo import demo_tokenizer_corpus
+
+    digits = [" ".join(str(n) for n in range(start, start + 12)) for start in range(0, 100, 6)]
+    return SEED_CORPUS + digits + demo_tokenizer_corpus()
+
+
+def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512) -> Any:
     """A byte-level BPE tokenizer trained offline in well under a second, with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -59,7 +67,7 @@ def build_tiny_tokenizer(corpus: Iterable[str] = SEED_CORPUS, vocab_size: int = 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(list(corpus), trainer)
+    tok.train_from_iterator(list(corpus if corpus is not None else default_tokenizer_corpus()), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>", chat_template=CHAT_TEMPLATE
     )

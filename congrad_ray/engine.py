@@ -1,0 +1,129 @@
+"""The sketch engine: policy, reference and count sketch built from a config, turning tokenised pairs into
+``S(g_i)``. No Ray here: actors, the in-process benchmark and tests all use this one object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import torch
+
+from .config import FilterConfig
+from .core import CountSketch, DPOParams, PreferenceBatch, SketchedPairs, reference_logps, scoped_linears
+from .core import sketch_pair_gradients as _sketch
+from .models import TinyModelSpec, add_lora, load_model, load_tokenizer, save_tiny_model
+from .tokenization import TokenizedPair, collate
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CONGRAD_RAY_CACHE", Path.home() / ".cache" / "congrad-ray"))
+
+
+def tiny_spec(uri: str) -> TinyModelSpec:
+    """``tiny://llama?seed=1&hidden_size=64`` -> :class:`TinyModelSpec`."""
+    arch, _, query = uri.removeprefix("tiny://").partition("?")
+    known = {f.name: f.type for f in fields(TinyModelSpec)}
+    values: dict[str, Any] = {"arch": arch}
+    for key, value in parse_qsl(query):
+        if key not in known:
+            raise ValueError(f"tiny model option {key!r} unknown; use one of {sorted(known)}")
+        values[key] = int(value) if key != "arch" else value
+    return TinyModelSpec(**values)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A ``tiny://`` model is built once per machine into the cache (atomically); other names pass through."""
+    if not name_or_path.startswith("tiny://"):
+        return name_or_path
+    spec = tiny_spec(name_or_path)
+    digest = hashlib.sha256(repr(sorted(asdict(spec).items())).encode()).hexdigest()[:12]
+    target = cache_dir() / "tiny" / f"{spec.arch}-{digest}"
+    if not (target / "model.safetensors").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        save_tiny_model(tmp, spec)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+@dataclass
+class SketchEngine:
+    policy: Any
+    reference: Any | None
+    tokenizer: Any
+    sketch: CountSketch
+    linears: dict
+    dpo: DPOParams
+    reference_mode: str
+    device: torch.device
+    max_length: int | None
+    truncation_mode: str
+
+    @staticmethod
+    def from_config(cfg: FilterConfig, device: str | None = None) -> SketchEngine:
+        m = cfg.model
+        device = torch.device(
+            device or ("cuda" if torch.cuda.is_available() and cfg.resources.gpus_per_actor > 0 else "cpu")
+        )
+        path = resolve_model_path(m.name_or_path)
+        tokenizer = load_tokenizer(path, m.revision, m.trust_remote_code)
+        policy = load_model(path, m.dtype, m.revision, m.trust_remote_code, m.attn_implementation)
+        if m.lora is not None:
+            policy = _with_lora(policy, m.lora)
+        reference = None
+        if m.reference == "model":
+            ref_path = resolve_model_path(m.reference_path)
+            reference = load_model(ref_path, m.dtype, m.revision, m.trust_remote_code, m.attn_implementation).to(device)
+        for p in policy.parameters():
+            p.requires_grad_(False)
+        policy = policy.to(device).eval()
+        return SketchEngine(
+            policy=policy,
+            reference=reference,
+            tokenizer=tokenizer,
+            sketch=CountSketch(cfg.sketch.k, cfg.sketch.seed),
+            linears=scoped_linears(policy, cfg.sketch.scope, cfg.sketch.last_k),
+            dpo=DPOParams(cfg.dpo.beta, cfg.dpo.alpha),
+            reference_mode=m.reference,
+            device=device,
+            max_length=cfg.dpo.max_length,
+            truncation_mode=cfg.dpo.truncation_mode,
+        )
+
+    def batch(self, pairs: list[TokenizedPair], ref: torch.Tensor | None = None) -> PreferenceBatch:
+        b = collate(pairs, self.tokenizer.pad_token_id, self.max_length, self.truncation_mode)
+        b.ref_logps = ref
+        return b.to(self.device)
+
+    def reference_logps(self, batch: PreferenceBatch) -> torch.Tensor:
+        if self.reference_mode == "columns":
+            if batch.ref_logps is None:
+                raise ValueError("reference 'columns' but the batch carries no reference log-probs")
+            return batch.ref_logps
+        if self.reference_mode == "model":
+            return reference_logps(self.reference, batch)
+        return reference_logps(self.policy, batch, disable_adapter=self.reference_mode == "disabled_adapter")
+
+    def sketch_pairs(self, pairs: list[TokenizedPair], ref: torch.Tensor | None = None) -> SketchedPairs:
+        """``S(g_i)`` for one micro-batch of pairs (``ref``: ``[2B]`` precomputed log-probs, chosen rows first)."""
+        batch = self.batch(pairs, ref)
+        out = _sketch(self.policy, batch, self.reference_logps(batch), self.linears, self.sketch, self.dpo)
+        return SketchedPairs(out.sketch.cpu(), out.loss.cpu(), out.z.cpu(), out.n_tokens.cpu())
+
+
+def _with_lora(model: Any, lora: Any) -> Any:
+    if lora.adapter_path:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, resolve_model_path(lora.adapter_path), is_trainable=False).eval()
+    return add_lora(model, lora.rank, lora.alpha, lora.target_modules)

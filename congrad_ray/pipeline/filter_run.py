@@ -1,0 +1,281 @@
+"""The filter run: plan -> prepare + sketch -> reduce -> score + select -> write -> report + manifest.
+
+Each stage records completion in the run directory and is skipped when a re-submitted run finds it done:
+sketching resumes per id-hash bucket, writing per unit. A run directory belongs to one input and one sketch
+configuration (its fingerprint); selection-side options (aggregation, surgery, score, selection) may change between
+runs, which redoes only the stages after sketching (this is what ``congrad-ray select`` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import ConfigError, FilterConfig
+from ..engine import resolve_model_path
+from ..storage import Location, expand_inputs
+from . import manifest as manifest_mod
+from .inputs import materialize_inputs
+from .prepare import PrepareSpec, prepare_units
+from .reduce import direction_of, language_gradients, save_direction
+from .select_stage import decide, score_all
+from .sketch_stage import GradientSketcher
+from .units import InputError, Unit, plan_units, units_to_items
+from .validate import RowRules
+from .write_stage import WriteSpec, write_units
+
+SKETCH_SECTIONS = ("model", "sketch", "dpo", "languages")
+SELECT_SECTIONS = ("languages", "aggregation", "surgery", "score", "selection")
+
+
+@dataclass
+class FilterRun:
+    cfg: FilterConfig
+    run: Location
+    units: list[Unit] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
+
+
+def resolve_config(cfg: FilterConfig, schema: pa.Schema | None) -> FilterConfig:
+    """Concrete choices for ``auto`` options (recorded in the run's resolved config)."""
+    m = cfg.model
+    if m.reference != "auto":
+        return cfg
+    i = cfg.input
+    has_columns = schema is not None and {i.ref_chosen_column, i.ref_rejected_column} <= set(schema.names)
+    ref = "disabled_adapter" if m.lora is not None else "columns" if has_columns else "same"
+    return cfg.model_copy(update={"model": m.model_copy(update={"reference": ref})})
+
+
+def _fingerprint(cfg: FilterConfig, sections: tuple[str, ...], extra: Any = None) -> str:
+    dump = cfg.model_dump(mode="json")
+    payload = {s: dump[s] for s in sections}
+    payload["extra"] = extra
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sketch_fingerprint(cfg: FilterConfig, files: list[Location]) -> str:
+    inputs = [(f.uri, f.fs.get_file_info(f.path).size) for f in files]
+    extra = {"inputs": inputs, "input": cfg.input.model_dump(mode="json"), "batch_size": cfg.resources.batch_size}
+    return _fingerprint(cfg, SKETCH_SECTIONS, extra)
+
+
+def plan(cfg: FilterConfig, fresh: bool = False) -> FilterRun:
+    """Resolve inputs, read footers, check the run directory; no Ray yet (errors surface in seconds)."""
+    t0 = time.perf_counter()
+    paths = materialize_inputs(cfg.input.paths)
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"paths": paths})})
+    try:
+        files = expand_inputs(cfg.input.paths)
+    except FileNotFoundError as e:
+        raise InputError(f"{e}; check input.paths or --input") from None
+    if not files:
+        raise InputError(f"no .parquet files under {cfg.input.paths}; check input.paths or --input")
+    units, schema = plan_units(files, cfg.input.rows_per_unit, cfg.input.lang_column)
+    if not units:
+        raise InputError(f"the input ({len(files)} file(s) under {cfg.input.paths}) has no rows")
+    cfg = resolve_config(cfg, schema)
+    if cfg.model.reference == "columns" and not {cfg.input.ref_chosen_column, cfg.input.ref_rejected_column} <= set(
+        schema.names
+    ):
+        raise ConfigError(
+            [
+                f"model.reference is 'columns' but the input lacks {cfg.input.ref_chosen_column} / "
+                f"{cfg.input.ref_rejected_column}; add them or use reference: same"
+            ]
+        )
+    run = Location.of(cfg.run.output)
+    if fresh:
+        run.delete_dir()
+    run.mkdir()
+    run.remove_temporaries()
+    fp_file = run.join("_state", "fingerprint.json")
+    fingerprint = sketch_fingerprint(cfg, files)
+    if fp_file.exists() and fp_file.read_json()["sketch"] != fingerprint:
+        raise ConfigError(
+            [
+                f"run directory {run.uri} holds a run of another input or model/sketch/dpo config; "
+                "use a new run.output (--output) or pass --fresh to start over"
+            ]
+        )
+    fp_file.write_json({"sketch": fingerprint})
+    run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
+    fr = FilterRun(cfg, run, units)
+    fr.stage("plan", time.perf_counter() - t0)
+    return fr
+
+
+def _done_buckets(run: Location) -> set[int]:
+    return {int(f.path.rsplit("bucket-", 1)[1].split(".")[0]) for f in run.join("partials").list(".parquet")}
+
+
+def sketch_stage(fr: FilterRun) -> None:
+    """Prepare every unit (status files) and sketch every bucket not yet done."""
+    import ray.data
+
+    cfg, run = fr.cfg, fr.run
+    if run.join("_state", "sketch.json").exists():
+        fr.skipped.append("sketch")
+        return
+    t0 = time.perf_counter()
+    i, langs = cfg.input, cfg.languages
+    known = None if langs.seen == "infer" else frozenset([*langs.seen, *langs.unseen])
+    refs = (i.ref_chosen_column, i.ref_rejected_column) if cfg.model.reference == "columns" else None
+    done = _done_buckets(run)
+    spec = PrepareSpec(
+        rules=RowRules(i.id_column, i.lang_column, known, refs),
+        tokenizer_path=resolve_model_path(cfg.model.name_or_path),
+        max_length=cfg.dpo.max_length,
+        truncation_mode=cfg.dpo.truncation_mode,
+        buckets=cfg.sketch.buckets,
+        run_uri=run.uri,
+        skip_buckets=frozenset(done),
+    )
+    r = cfg.resources
+    items = units_to_items(fr.units)
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    prepared = ds.map_batches(
+        prepare_units, batch_size=1, batch_format="numpy", fn_kwargs={"spec": spec}, num_cpus=r.cpus_per_actor
+    )
+    summaries = []
+    if len(done) < cfg.sketch.buckets:
+        sketched = prepared.groupby("bucket").map_groups(
+            GradientSketcher,
+            batch_format="pyarrow",
+            fn_constructor_args=(cfg.model_dump_json(), run.uri),
+            compute=ray.data.ActorPoolStrategy(min_size=r.actors_min, max_size=r.actors_max),
+            num_cpus=r.cpus_per_actor,
+            num_gpus=r.gpus_per_actor or None,
+        )
+        summaries = sketched.take_all()
+    else:
+        prepared.materialize()  # status files only
+    summary = {
+        "buckets_sketched": len(summaries),
+        "buckets_resumed": len(done),
+        "pairs": int(sum(s["pairs"] for s in summaries)),
+        "duplicates": int(sum(s["duplicates"] for s in summaries)),
+        "actor_pids": sorted({int(s["pid"]) for s in summaries}),
+    }
+    run.join("_state", "sketch.json").write_json(summary)
+    fr.stage("sketch", time.perf_counter() - t0)
+
+
+def seen_languages(cfg: FilterConfig, present: list[str]) -> list[str]:
+    if cfg.languages.seen == "infer":
+        return sorted(set(present) - set(cfg.languages.unseen))
+    return sorted(cfg.languages.seen)
+
+
+def select_stage(fr: FilterRun) -> pa.Table:
+    """Direction, scores and decisions (redone when the selection-side config changed)."""
+    cfg, run = fr.cfg, fr.run
+    fp = _fingerprint(cfg, SELECT_SECTIONS)
+    state = run.join("_state", "decisions.json")
+    scores_file = run.join("scores.parquet")
+    if state.exists() and state.read_json()["fingerprint"] == fp and scores_file.exists():
+        fr.skipped.append("select")
+        return scores_file.read_table()
+    for stale in ("kept", "dropped", "invalid", "_state/write"):
+        run.join(stale).delete_dir()
+    t0 = time.perf_counter()
+    from .reduce import merged_partials
+
+    present = merged_partials(run, cfg.sketch.k).langs
+    seen = seen_languages(cfg, present)
+    langs, g, counts = language_gradients(run, cfg, seen)
+    g_star = np.zeros(cfg.sketch.k)
+    if langs:  # else every row is invalid or unseen: nothing to score, the outputs still get written
+        direction = direction_of(cfg, langs, g)
+        save_direction(run, direction, g, counts)
+        g_star = direction.g_star.numpy()
+    fr.stage("reduce", time.perf_counter() - t0)
+    t1 = time.perf_counter()
+    scored = score_all(run, g_star, cfg.score.kind)
+    decisions = decide(scored, cfg, seen)
+    scores_file.write_table(decisions)
+    state.write_json({"fingerprint": fp, "seen": seen})
+    fr.stage("score_select", time.perf_counter() - t1)
+    return decisions
+
+
+def write_stage(fr: FilterRun, decisions: pa.Table) -> list[dict[str, Any]]:
+    import ray
+    import ray.data
+
+    cfg, run = fr.cfg, fr.run
+    t0 = time.perf_counter()
+    records_dir = run.join("_state", "write")
+    done = {f.path.rsplit("/", 1)[1].removesuffix(".json") for f in records_dir.list(".json")}
+    todo = [u for u in fr.units if u.name not in done]
+    if todo:
+        spec = WriteSpec(run.uri, cfg.input.id_column, cfg.input.lang_column)
+        columns = ["_row", "id", "status", "keep", "reason", "score"]
+        ref = ray.put(decisions.select(columns))
+        ds = ray.data.from_items(units_to_items(todo), override_num_blocks=len(todo))
+        ds.map_batches(
+            write_units,
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=cfg.resources.cpus_per_actor,
+            fn_kwargs={"spec": spec, "decisions_ref": ref},
+        ).materialize()
+    else:
+        fr.skipped.append("write")
+    fr.stage("write", time.perf_counter() - t0)
+    return [f.read_json() for f in records_dir.list(".json")]
+
+
+def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole filter; returns the manifest."""
+    from .ray_env import ensure_ray
+
+    t0 = time.perf_counter()
+    fr = plan(cfg, fresh)
+    ensure_ray(cfg.resources.num_cpus)
+    sketch_stage(fr)
+    return _finish(fr, report, t0)
+
+
+def reselect(cfg: FilterConfig, report: bool = True) -> dict[str, Any]:
+    """Score and select again from a finished run's stored sketches (``congrad-ray select``): no model, no GPU."""
+    from .ray_env import ensure_ray
+
+    t0 = time.perf_counter()
+    fr = plan(cfg)
+    if not fr.run.join("_state", "sketch.json").exists():
+        raise ConfigError([f"{fr.run.uri} has not finished sketching; run `congrad-ray filter` on it first"])
+    ensure_ray(cfg.resources.num_cpus)
+    fr.skipped.append("sketch")
+    return _finish(fr, report, t0)
+
+
+def _finish(fr: FilterRun, report: bool, t0: float) -> dict[str, Any]:
+    decisions = select_stage(fr)
+    records = write_stage(fr, decisions)
+    if report:
+        from .report import write_report
+
+        t1 = time.perf_counter()
+        write_report(fr.run, decisions, records)
+        fr.stage("report", time.perf_counter() - t1)
+    fr.stage("total", time.perf_counter() - t0)
+    manifest = manifest_mod.build(fr.cfg, fr.run, records, fr.timings, fr.skipped, _scores_summary(decisions))
+    fr.run.join("manifest.json").write_json(manifest)
+    return manifest
+
+
+def _scores_summary(decisions: pa.Table) -> dict[str, Any]:
+    scores = decisions.column("score").to_numpy(zero_copy_only=False)
+    finite = scores[np.isfinite(scores)]
+    return {"scored": int(finite.size), "mean": float(finite.mean()) if finite.size else None}

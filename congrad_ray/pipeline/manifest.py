@@ -1,0 +1,78 @@
+"""``manifest.json``: counts per language per outcome, config and its hash, seeds, versions, git SHA, timings."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..config import FilterConfig
+from ..storage import Location
+
+PACKAGES = ("congrad-ray", "torch", "ray", "transformers", "trl", "peft", "datasets", "pyarrow")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def count_outcomes(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals, per-language outcome counts and per-reason counts from the per-unit write records."""
+    per_lang: dict[str, dict[str, int]] = defaultdict(lambda: {"kept": 0, "dropped": 0, "invalid": 0})
+    reasons: dict[str, int] = defaultdict(int)
+    totals = {"kept": 0, "dropped": 0, "invalid": 0}
+    rows = 0
+    for rec in records:
+        rows += rec["rows"]
+        for outcome, reason, lang, n in rec["counts"]:
+            per_lang[lang or "(none)"][outcome] += n
+            reasons[reason] += n
+            totals[outcome] += n
+    return {
+        "input_rows": rows,
+        "totals": totals,
+        "per_language": {k: per_lang[k] for k in sorted(per_lang)},
+        "reasons": dict(sorted(reasons.items())),
+    }
+
+
+def build(
+    cfg: FilterConfig,
+    run: Location,
+    records: list[dict[str, Any]],
+    timings: dict[str, float],
+    skipped: list[str],
+    scores: dict[str, Any],
+) -> dict[str, Any]:
+    direction = run.join("direction", "direction.json")
+    return {
+        "run_dir": run.uri,
+        "counts": count_outcomes(records),
+        "scores": scores,
+        "direction": direction.read_json() if direction.exists() else None,
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": cfg.config_hash(),
+        "seeds": {"run": cfg.run.seed, "sketch": cfg.sketch.seed, "surgery": cfg.surgery.seed},
+        "versions": package_versions(),
+        "git_sha": git_sha(),
+        "timings_s": timings,
+        "resumed_stages": skipped,
+        "outputs": {name: run.join(name).uri for name in ("kept", "dropped", "invalid", "report", "sketches")},
+    }

@@ -1,0 +1,108 @@
+"""Stage A (CPU tasks): read a unit, validate every row, tokenise the valid ones, record every row's status.
+
+The status file ``rows/<unit>.parquet`` (``_row, id, lang, reason``) is written atomically for every unit; the
+valid, tokenised rows flow on to the sketch actors, grouped by id-hash bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..storage import Location
+from ..tokenization import fits, tokenize_pair
+from .units import Unit, read_unit, unit_from_item
+from .validate import RowRules, bucket_of, check_row
+
+TOKENS = pa.list_(pa.int32())
+STATUS_SCHEMA = pa.schema([("_row", pa.string()), ("id", pa.string()), ("lang", pa.string()), ("reason", pa.string())])
+PREPARED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("_row", pa.string()),
+        ("lang", pa.string()),
+        ("bucket", pa.int64()),
+        ("prompt_ids", TOKENS),
+        ("chosen_ids", TOKENS),
+        ("rejected_ids", TOKENS),
+        ("ref_chosen", pa.float64()),
+        ("ref_rejected", pa.float64()),
+    ]
+)
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    rules: RowRules
+    tokenizer_path: str
+    max_length: int | None
+    truncation_mode: str
+    buckets: int
+    run_uri: str
+    skip_buckets: frozenset[int] = frozenset()
+
+    def tokenizer(self) -> Any:
+        if self.tokenizer_path not in _TOKENIZERS:
+            from ..models import load_tokenizer
+
+            _TOKENIZERS[self.tokenizer_path] = load_tokenizer(self.tokenizer_path)
+        return _TOKENIZERS[self.tokenizer_path]
+
+
+def prepare_units(batch: dict[str, np.ndarray], spec: PrepareSpec) -> pa.Table:
+    """Ray Data ``map_batches`` body over a batch of unit descriptors."""
+    tables = []
+    for j in range(len(batch["index"])):
+        unit = unit_from_item({k: v[j] for k, v in batch.items()})
+        tables.append(prepare_unit(unit, spec))
+    return pa.concat_tables(tables) if tables else PREPARED_SCHEMA.empty_table()
+
+
+def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
+    try:
+        rows = read_unit(unit).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        keys = [f"{unit.file_index:06d}:{r:012d}" for r in range(unit.start, unit.stop)]
+        reason = f"unreadable: {str(e).splitlines()[0][:200]}"
+        _write_status(spec, unit, [(k, None, None, reason) for k in keys])
+        return PREPARED_SCHEMA.empty_table()
+    status, prepared = [], {name: [] for name in PREPARED_SCHEMA.names}
+    tok = spec.tokenizer()
+    for row in rows:
+        sample_id, lang, reason = check_row(row, spec.rules)
+        if reason is None:
+            pair = tokenize_pair(tok, row["prompt"], row["chosen"], row["rejected"])
+            if not fits(pair, spec.max_length, spec.truncation_mode):
+                reason = "prompt_too_long"
+        status.append((row["_row"], sample_id, lang, reason))
+        if reason is not None:
+            continue
+        bucket = bucket_of(sample_id, spec.buckets)
+        if bucket in spec.skip_buckets:
+            continue
+        refs = spec.rules.ref_columns
+        for name, value in (
+            ("id", sample_id),
+            ("_row", row["_row"]),
+            ("lang", lang),
+            ("bucket", bucket),
+            ("prompt_ids", pair.prompt_ids),
+            ("chosen_ids", pair.chosen_ids),
+            ("rejected_ids", pair.rejected_ids),
+            ("ref_chosen", float(row[refs[0]]) if refs else float("nan")),
+            ("ref_rejected", float(row[refs[1]]) if refs else float("nan")),
+        ):
+            prepared[name].append(value)
+    _write_status(spec, unit, status)
+    return pa.Table.from_pydict(prepared, schema=PREPARED_SCHEMA)
+
+
+def _write_status(spec: PrepareSpec, unit: Unit, status: list[tuple]) -> None:
+    cols = list(zip(*status)) if status else [[], [], [], []]
+    table = pa.Table.from_arrays([pa.array(list(c), pa.string()) for c in cols], schema=STATUS_SCHEMA)
+    Location.of(spec.run_uri).join("rows", f"{unit.name}.parquet").write_table(table)

@@ -1,0 +1,78 @@
+"""Score every sketched pair against ``g*`` (Ray Data over the sketch store) and decide on the driver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ..config import FilterConfig
+from ..core import SelectionRule, score, select
+from ..storage import Location
+
+SCORE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("_row", pa.string()),
+        ("lang", pa.string()),
+        ("status", pa.string()),
+        ("score", pa.float64()),
+        ("loss", pa.float32()),
+        ("margin", pa.float32()),
+        ("n_tokens", pa.int64()),
+    ]
+)
+SCORE_COLUMNS = SCORE_SCHEMA.names
+UNSEEN = "dropped_unseen_language"
+
+
+def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str) -> pa.Table:
+    ok = pc.equal(batch.column("status"), "ok").to_numpy(zero_copy_only=False)
+    values = np.full(batch.num_rows, np.nan)
+    if ok.any():
+        sketches = np.stack(batch.filter(pa.array(ok)).column("sketch").to_numpy(zero_copy_only=False)).astype(
+            np.float32
+        )
+        values[ok] = score(torch.from_numpy(sketches), torch.tensor(g_star), kind).numpy()
+    rest = batch.drop_columns(["sketch"])
+    return rest.append_column("score", pa.array(values, pa.float64())).select(SCORE_COLUMNS)
+
+
+def score_all(run: Location, g_star: np.ndarray, kind: str) -> pa.Table:
+    """``(id, _row, lang, status, score, loss, margin, n_tokens)`` for every row of the sketch store."""
+    import ray
+    import ray.data
+
+    files = [f.uri for f in run.join("sketches").list(".parquet")]
+    if not files:
+        return SCORE_SCHEMA.empty_table()
+    ds = ray.data.read_parquet(files).map_batches(
+        score_batch, batch_format="pyarrow", fn_kwargs={"g_star": g_star, "kind": kind}
+    )
+    tables = [t.cast(SCORE_SCHEMA) for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables([SCORE_SCHEMA.empty_table(), *tables]).sort_by([("id", "ascending"), ("_row", "ascending")])
+
+
+def decide(scored: pa.Table, cfg: FilterConfig, seen: list[str]) -> pa.Table:
+    """Add ``keep``, ``reason`` and ``rank`` (within language) to the scored rows; duplicates keep their reason."""
+    status = scored.column("status").to_numpy(zero_copy_only=False)
+    langs = scored.column("lang").to_numpy(zero_copy_only=False).astype(str)
+    ok = status == "ok"
+    trainable = ok & np.isin(langs, seen)
+    keep = np.zeros(scored.num_rows, dtype=bool)
+    reason = status.astype(object).copy()
+    reason[ok & ~trainable] = UNSEEN
+    rank = np.full(scored.num_rows, -1, dtype=np.int64)
+    if trainable.any() and seen:
+        s = cfg.selection
+        rule = SelectionRule(s.rule, s.rho, s.tau, s.top_k, s.min_per_language)
+        ids = scored.column("id").to_numpy(zero_copy_only=False).astype(str)
+        scores = scored.column("score").to_numpy(zero_copy_only=False)
+        d = select(scores[trainable], langs[trainable], ids[trainable], rule)
+        keep[trainable], reason[trainable], rank[trainable] = d.keep, d.reason, d.rank
+    return (
+        scored.append_column("keep", pa.array(keep))
+        .append_column("reason", pa.array(reason.tolist(), pa.string()))
+        .append_column("rank", pa.array(rank))
+    )

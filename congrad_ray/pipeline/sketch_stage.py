@@ -1,0 +1,133 @@
+"""Stage B (actors, GPU when there is one): one id-hash bucket at a time -> ``S(g_i)`` for every pair.
+
+Inside a bucket, duplicates of an id keep the row with the smallest ``_row`` and the others are recorded as
+``duplicate_id``; pairs are ordered by (length, id) and cut into micro-batches, so each pair's sketch depends on the
+bucket's content only, never on which actor or which block it came in. Two files per bucket, each atomic:
+``sketches/<bucket>.parquet`` (id, _row, lang, status, sketch, loss, margin, n_tokens) and then
+``partials/<bucket>.parquet`` (per-language sum and count, float64, summed in id order), whose presence marks the
+bucket done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..config import FilterConfig
+from ..core import LanguageSums
+from ..storage import Location
+from ..tokenization import TokenizedPair
+
+
+def bucket_name(bucket: int) -> str:
+    return f"bucket-{bucket:06d}"
+
+
+def partials_table(sums: LanguageSums) -> pa.Table:
+    return pa.table(
+        {
+            "lang": pa.array(sums.langs, pa.string()),
+            "count": pa.array(sums.counts.tolist(), pa.int64()),
+            "sum": pa.array([row.tolist() for row in sums.sums], pa.list_(pa.float64())),
+        }
+    )
+
+
+def read_partials(table: pa.Table, k: int) -> LanguageSums:
+    langs = table.column("lang").to_pylist()
+    sums = torch.tensor(table.column("sum").to_pylist(), dtype=torch.float64).reshape(len(langs), k)
+    return LanguageSums(langs, sums, torch.tensor(table.column("count").to_pylist(), dtype=torch.int64))
+
+
+class GradientSketcher:
+    """Ray Data actor: ``map_groups`` body over ``bucket`` groups of prepared rows."""
+
+    def __init__(self, config_json: str, run_uri: str):
+        from ..engine import SketchEngine
+
+        cfg = FilterConfig.model_validate_json(config_json)
+        if not torch.cuda.is_available():
+            torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.engine = SketchEngine.from_config(cfg)
+        self.batch_size = cfg.resources.batch_size
+        self.use_ref_columns = self.engine.reference_mode == "columns"
+        self.run = Location.of(run_uri)
+
+    def __call__(self, group: pa.Table) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        bucket = int(group.column("bucket")[0].as_py())
+        winners, duplicates = _deduplicate(group)
+        sketch_table, sums = self._sketch_rows(winners)
+        dup_table = pa.table(
+            {
+                "id": duplicates.column("id"),
+                "_row": duplicates.column("_row"),
+                "lang": duplicates.column("lang"),
+                "status": pa.array(["duplicate_id"] * duplicates.num_rows, pa.string()),
+            }
+        )
+        out = pa.concat_tables([sketch_table, dup_table], promote_options="default")
+        self.run.join("sketches", f"{bucket_name(bucket)}.parquet").write_table(out)
+        self.run.join("partials", f"{bucket_name(bucket)}.parquet").write_table(partials_table(sums))
+        return {
+            "bucket": np.array([bucket]),
+            "pairs": np.array([winners.num_rows]),
+            "duplicates": np.array([duplicates.num_rows]),
+            "seconds": np.array([time.perf_counter() - start]),
+            "pid": np.array([os.getpid()]),
+        }
+
+    def _sketch_rows(self, rows: pa.Table) -> tuple[pa.Table, LanguageSums]:
+        """Sketch every row (micro-batches in (length, id) order); results and partial sums in id order."""
+        data = rows.to_pydict()
+        n = rows.num_rows
+        lengths = [
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"])
+        ]
+        order = sorted(range(n), key=lambda i: (lengths[i], data["id"][i]))
+        k = self.engine.sketch.k
+        sketches = torch.zeros(n, k)
+        loss, margin, n_tokens = torch.zeros(n), torch.zeros(n), torch.zeros(n, dtype=torch.long)
+        for s in range(0, n, self.batch_size):
+            idx = order[s : s + self.batch_size]
+            pairs = [TokenizedPair(data["prompt_ids"][i], data["chosen_ids"][i], data["rejected_ids"][i]) for i in idx]
+            ref = None
+            if self.use_ref_columns:
+                ref = torch.tensor([data["ref_chosen"][i] for i in idx] + [data["ref_rejected"][i] for i in idx])
+            out = self.engine.sketch_pairs(pairs, ref)
+            sketches[idx], loss[idx], margin[idx], n_tokens[idx] = out.sketch, out.loss, out.z, out.n_tokens
+        by_id = sorted(range(n), key=lambda i: data["id"][i])
+        langs = [data["lang"][i] for i in by_id]
+        sums = (
+            LanguageSums.of(sketches[by_id], langs)
+            if n
+            else LanguageSums([], torch.zeros(0, k, dtype=torch.float64), torch.zeros(0, dtype=torch.int64))
+        )
+        table = pa.table(
+            {
+                "id": pa.array([data["id"][i] for i in by_id], pa.string()),
+                "_row": pa.array([data["_row"][i] for i in by_id], pa.string()),
+                "lang": pa.array(langs, pa.string()),
+                "status": pa.array(["ok"] * n, pa.string()),
+                "sketch": pa.FixedSizeListArray.from_arrays(
+                    pa.array(sketches[by_id].numpy().reshape(-1), pa.float32()), k
+                ),
+                "loss": pa.array(loss[by_id].numpy(), pa.float32()),
+                "margin": pa.array(margin[by_id].numpy(), pa.float32()),
+                "n_tokens": pa.array(n_tokens[by_id].numpy(), pa.int64()),
+            }
+        )
+        return table, sums
+
+
+def _deduplicate(group: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Per id, the row with the smallest ``_row`` wins; the rest are duplicates."""
+    ordered = group.sort_by([("id", "ascending"), ("_row", "ascending")])
+    ids = ordered.column("id").to_pylist()
+    first = np.array([i == 0 or ids[i] != ids[i - 1] for i in range(len(ids))], dtype=bool)
+    return ordered.filter(pa.array(first)), ordered.filter(pa.array(~first))

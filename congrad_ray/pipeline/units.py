@@ -1,0 +1,105 @@
+"""Units of input: contiguous row ranges of one Parquet file, planned from the files' footers on the driver.
+
+A row's key ``_row = "<file index>:<row in file>"`` names it for the whole run, whatever the block layout; it is how
+outputs are joined back to the original rows and how duplicates pick a deterministic winner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..storage import Location
+
+REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+class InputError(ValueError):
+    """The input cannot be read as a preference dataset; the message is one line naming the fix."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    file_index: int
+    file: Location
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"unit-{self.index:06d}"
+
+
+def row_key(file_index: int, row: int) -> str:
+    return f"{file_index:06d}:{row:012d}"
+
+
+def plan_units(files: list[Location], rows_per_unit: int, lang_column: str) -> tuple[list[Unit], pa.Schema | None]:
+    """Read every footer (a corrupt file or a missing column fails here, before any work) and cut row ranges."""
+    units: list[Unit] = []
+    schema = None
+    for fi, loc in enumerate(files):
+        try:
+            with loc.fs.open_input_file(loc.path) as f:
+                meta = pq.ParquetFile(f).metadata
+                file_schema = meta.schema.to_arrow_schema()
+        except (OSError, pa.ArrowInvalid) as e:
+            raise InputError(f"{loc.uri} is not a readable Parquet file ({_first_line(e)}); fix or remove it") from None
+        missing = [c for c in (*REQUIRED_COLUMNS, lang_column) if c not in file_schema.names]
+        if missing:
+            hint = " (or set input.lang_column)" if lang_column in missing else ""
+            raise InputError(
+                f"{loc.uri} lacks column(s) {', '.join(missing)}{hint}; every input needs "
+                f"prompt, chosen, rejected and {lang_column}"
+            )
+        schema = schema or file_schema
+        for start in range(0, meta.num_rows, rows_per_unit):
+            units.append(Unit(len(units), fi, loc, start, min(meta.num_rows, start + rows_per_unit)))
+    return units, schema
+
+
+def read_unit(unit: Unit) -> pa.Table:
+    """The unit's rows with every column, plus ``_row``."""
+    with unit.file.fs.open_input_file(unit.file.path) as f:
+        pf = pq.ParquetFile(f)
+        table = _read_range(pf, unit.start, unit.stop)
+    keys = [row_key(unit.file_index, r) for r in range(unit.start, unit.stop)]
+    return table.append_column("_row", pa.array(keys, pa.string()))
+
+
+def _read_range(pf: pq.ParquetFile, start: int, stop: int) -> pa.Table:
+    pieces, offset = [], 0
+    for rg in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        if offset + n > start and offset < stop:
+            t = pf.read_row_group(rg)
+            pieces.append(t.slice(max(0, start - offset), min(n, stop - offset) - max(0, start - offset)))
+        offset += n
+        if offset >= stop:
+            break
+    return pa.concat_tables(pieces, promote_options="permissive") if pieces else pf.schema_arrow.empty_table()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def units_to_items(units: list[Unit]) -> list[dict[str, Any]]:
+    return [
+        {"index": u.index, "file_index": u.file_index, "uri": u.file.uri, "start": u.start, "stop": u.stop}
+        for u in units
+    ]
+
+
+def unit_from_item(item: dict[str, Any]) -> Unit:
+    return Unit(
+        int(item["index"]),
+        int(item["file_index"]),
+        Location.of(str(item["uri"])),
+        int(item["start"]),
+        int(item["stop"]),
+    )

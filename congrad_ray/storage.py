@@ -1,0 +1,140 @@
+"""Files on any pyarrow filesystem (local paths, s3://, gs://, ...): input discovery, atomic writes, listings.
+
+Every write goes to a temporary name first and is moved into place, so a killed run never leaves a partial file
+under a final name; a file's presence is its completion record.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem and a path on it; pickles (pyarrow filesystems do), so tasks and actors can use it."""
+
+    fs: pafs.FileSystem
+    path: str
+
+    @staticmethod
+    def of(uri: str) -> Location:
+        if "://" in uri and not uri.startswith("file://"):
+            fs, path = pafs.FileSystem.from_uri(uri)
+            return Location(fs, path)
+        path = uri.removeprefix("file://")
+        return Location(pafs.LocalFileSystem(), str(Path(path).expanduser().resolve()))
+
+    def join(self, *parts: str) -> Location:
+        return Location(self.fs, posixpath.join(self.path, *parts))
+
+    @property
+    def uri(self) -> str:
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return self.path
+        return f"{self.fs.type_name}://{self.path}"
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def mkdir(self) -> Location:
+        self.fs.create_dir(self.path, recursive=True)
+        return self
+
+    def list(self, suffix: str = "") -> list[Location]:
+        """Files directly under this directory ending in ``suffix``, sorted by name (none if it does not exist)."""
+        if not self.exists():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False))
+        names = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+        return [Location(self.fs, n) for n in names if not posixpath.basename(n).startswith((".", "_tmp"))]
+
+    def remove_temporaries(self) -> int:
+        """Delete ``_tmp-*`` files a killed writer left anywhere below this directory; returns how many."""
+        if not self.exists():
+            return 0
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True))
+        stale = [
+            i.path for i in infos if i.type == pafs.FileType.File and posixpath.basename(i.path).startswith("_tmp-")
+        ]
+        for path in stale:
+            self.fs.delete_file(path)
+        return len(stale)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read()
+
+    def read_json(self) -> Any:
+        return json.loads(self.read_bytes().decode())
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open_input_file(self.path) as f:
+            return pq.read_table(f, columns=columns)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Atomic: write a temporary sibling, then move it over the final name."""
+        parent = posixpath.dirname(self.path)
+        self.fs.create_dir(parent, recursive=True)
+        tmp = posixpath.join(parent, f"_tmp-{uuid.uuid4().hex}-{posixpath.basename(self.path)}")
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, self.path)
+
+    def write_json(self, obj: Any) -> None:
+        self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def write_table(self, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.write_bytes(buf.getvalue())
+
+    def delete_dir(self) -> None:
+        if self.exists():
+            self.fs.delete_dir(self.path)
+
+
+def expand_inputs(paths: list[str]) -> list[Location]:
+    """Parquet files named by ``paths`` (files, directories searched recursively, or globs), sorted, deduplicated."""
+    found: dict[str, Location] = {}
+    for uri in paths:
+        loc = Location.of(uri)
+        if any(ch in loc.path for ch in "*?["):
+            for f in _glob(loc):
+                found[f.uri] = f
+            continue
+        info = loc.fs.get_file_info(loc.path)
+        if info.type == pafs.FileType.Directory:
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+            for i in infos:
+                if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not _hidden(i.path, loc.path):
+                    found[Location(loc.fs, i.path).uri] = Location(loc.fs, i.path)
+        elif info.type == pafs.FileType.File:
+            found[loc.uri] = loc
+        else:
+            raise FileNotFoundError(f"input {uri} does not exist")
+    return [found[k] for k in sorted(found)]
+
+
+def _glob(loc: Location) -> list[Location]:
+    parts = loc.path.split("/")
+    fixed = "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))])
+    infos = loc.fs.get_file_info(pafs.FileSelector(fixed or "/", recursive=True, allow_not_found=True))
+    return [
+        Location(loc.fs, i.path) for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, loc.path)
+    ]
+
+
+def _hidden(path: str, root: str) -> bool:
+    rel = posixpath.relpath(path, root)
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
