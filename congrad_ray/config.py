@@ -76,7 +76,18 @@ class SketchSection(Section):
     seed: int = 0
     scope: Literal["linear", "lora", "last_k"] = "linear"
     last_k: int = Field(2, ge=1)
-    buckets: int = Field(64, ge=1, description="id-hash buckets: the unit of sketch work, resume and determinism")
+    buckets: int | Literal["auto"] = Field(
+        "auto",
+        description="id-hash buckets: the unit of sketch work, resume and determinism; auto = rows / rows_per_bucket",
+    )
+    rows_per_bucket: int = Field(1024, ge=1, description="target bucket size when buckets is auto")
+
+    @field_validator("buckets")
+    @classmethod
+    def _positive(cls, b: int | str) -> int | str:
+        if isinstance(b, int) and b < 1:
+            raise ValueError(f"must be >= 1 or 'auto' (got {b})")
+        return b
 
     @field_validator("k")
     @classmethod

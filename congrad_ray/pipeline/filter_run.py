@@ -46,15 +46,17 @@ class FilterRun:
         self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
 
 
-def resolve_config(cfg: FilterConfig, schema: pa.Schema | None) -> FilterConfig:
+def resolve_config(cfg: FilterConfig, schema: pa.Schema | None, total_rows: int) -> FilterConfig:
     """Concrete choices for ``auto`` options (recorded in the run's resolved config)."""
-    m = cfg.model
-    if m.reference != "auto":
-        return cfg
-    i = cfg.input
-    has_columns = schema is not None and {i.ref_chosen_column, i.ref_rejected_column} <= set(schema.names)
-    ref = "disabled_adapter" if m.lora is not None else "columns" if has_columns else "same"
-    return cfg.model_copy(update={"model": m.model_copy(update={"reference": ref})})
+    m, i, s = cfg.model, cfg.input, cfg.sketch
+    if m.reference == "auto":
+        has_columns = schema is not None and {i.ref_chosen_column, i.ref_rejected_column} <= set(schema.names)
+        ref = "disabled_adapter" if m.lora is not None else "columns" if has_columns else "same"
+        cfg = cfg.model_copy(update={"model": m.model_copy(update={"reference": ref})})
+    if s.buckets == "auto":
+        buckets = max(1, -(-total_rows // s.rows_per_bucket))
+        cfg = cfg.model_copy(update={"sketch": s.model_copy(update={"buckets": buckets})})
+    return cfg
 
 
 def _fingerprint(cfg: FilterConfig, sections: tuple[str, ...], extra: Any = None) -> str:
@@ -84,7 +86,7 @@ def plan(cfg: FilterConfig, fresh: bool = False) -> FilterRun:
     units, schema = plan_units(files, cfg.input.rows_per_unit, cfg.input.lang_column)
     if not units:
         raise InputError(f"the input ({len(files)} file(s) under {cfg.input.paths}) has no rows")
-    cfg = resolve_config(cfg, schema)
+    cfg = resolve_config(cfg, schema, sum(u.stop - u.start for u in units))
     if cfg.model.reference == "columns" and not {cfg.input.ref_chosen_column, cfg.input.ref_rejected_column} <= set(
         schema.names
     ):
