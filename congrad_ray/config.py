@@ -117,7 +117,9 @@ class AggregationSection(Section):
 
 
 class SurgerySection(Section):
-    method: Literal["pcgrad", "mean"] = "pcgrad"
+    method: Literal["pcgrad", "mean", "per_language"] = Field(
+        "pcgrad", description="pcgrad (CONGRAD); mean: no surgery; per_language: each pair vs its own G_l (ablation)"
+    )
     seed: int = 0
 
 
@@ -126,7 +128,9 @@ class ScoreSection(Section):
 
 
 class SelectionSection(Section):
-    rule: Literal["top_rho", "threshold", "global_top_k"] = "top_rho"
+    rule: Literal["top_rho", "threshold", "global_top_k", "random"] = Field(
+        "top_rho", description="random: the same per-language quota as top_rho, drawn at random (baseline)"
+    )
     rho: float = Field(0.5, gt=0, le=1)
     tau: float = 0.0
     top_k: int = Field(0, ge=0)

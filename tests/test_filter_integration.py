@@ -169,3 +169,33 @@ def test_killed_run_resumes_to_the_same_result(corpus, baseline, tmp_path):
     sketch_state = json.loads((run / "_state" / "sketch.json").read_text())
     assert sketch_state["buckets_resumed"] == done_before  # finished buckets were not sketched again
     assert outcome_ids(run) == outcome_ids(baseline[0])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["aggregation.method=ema", "aggregation.ema_batch_size=4"],
+        ["surgery.method=per_language"],
+        ["surgery.method=mean", "score.kind=dot"],
+        ["selection.rule=random"],
+        ["selection.rule=threshold", "selection.tau=0.0", "selection.min_per_language=3"],
+    ],
+    ids=["ema", "per_language", "mean_dot", "random", "threshold"],
+)
+def test_every_ablation_reselects_from_stored_sketches(ray_local, baseline, tmp_path, overrides):
+    import shutil
+
+    from congrad_ray.config import load_filter_config
+    from congrad_ray.pipeline.filter_run import reselect
+
+    run = tmp_path / "ablation"
+    shutil.copytree(baseline[0], run)
+    manifest = reselect(load_filter_config(run / "config.yaml", [*overrides, f"run.output={run}"]))
+    counts = manifest["counts"]
+    assert counts["input_rows"] == baseline[1]["counts"]["input_rows"]
+    for lang, c in counts["per_language"].items():
+        assert c["kept"] >= min(3 if "threshold" in overrides[0] else 1, c["kept"] + c["dropped"]), lang
+    ids = outcome_ids(run)
+    assert ids["kept"] | ids["dropped"] == outcome_ids(baseline[0])["kept"] | outcome_ids(baseline[0])["dropped"]
+    if overrides[0] != "selection.rule=random":
+        assert read_dir(run / "kept")["score"].notna().all()

@@ -86,3 +86,22 @@ def test_decision_is_a_function_of_the_row_set(rows, perm_seed, rho, minimum):
     for lang in set(langs.tolist()):
         in_lang = langs == lang
         assert base.keep[in_lang].sum() >= min(in_lang.sum(), max(1, minimum))
+
+
+def test_row_wise_directions_score_each_pair_against_its_own():
+    s = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    per_row = torch.tensor([[1.0, 0.0], [-2.0, 0.0]])
+    assert score(s, per_row).tolist() == [1.0, -1.0]
+    assert score(s, torch.tensor([1.0, 0.0])).tolist() == score(s, torch.tensor([[1.0, 0.0], [1.0, 0.0]])).tolist()
+
+
+def test_random_rule_has_top_rho_quota_is_seeded_and_ignores_scores():
+    n = 40
+    langs = np.array(["fr"] * 20 + ["de"] * 20)
+    ids = np.array([f"id{j}" for j in range(n)])
+    a = select(np.arange(n, dtype=float), langs, ids, SelectionRule("random", rho=0.25, seed=1))
+    b = select(-np.arange(n, dtype=float), langs, ids, SelectionRule("random", rho=0.25, seed=1))
+    c = select(np.arange(n, dtype=float), langs, ids, SelectionRule("random", rho=0.25, seed=2))
+    assert a.keep.tolist() == b.keep.tolist() != c.keep.tolist()
+    assert a.keep[langs == "fr"].sum() == a.keep[langs == "de"].sum() == 5
+    assert set(a.reason) == {"kept_random", "dropped_random"}

@@ -5,6 +5,8 @@
 * ``top_rho`` (default): keep the best ``ceil(rho * n_l)`` pairs of every language ``l`` (no language is emptied);
 * ``threshold``: keep ``score_i > tau``;
 * ``global_top_k``: keep the ``top_k`` best pairs overall;
+* ``random``: the baseline: ``ceil(rho * n_l)`` pairs of every language drawn at random (seeded by ``seed``), with
+  the same quota as ``top_rho``; scores are ignored;
 
 then ``min_per_language`` tops every language up to that many pairs, best first. Ranks are by score descending, ties
 broken by sample id ascending, so the decision is a function of the set of (id, lang, score) alone. Every row gets a
@@ -21,13 +23,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-Rule = Literal["top_rho", "threshold", "global_top_k"]
+from .count_sketch import stream_seed
 
-KEPT_REASONS = {"top_rho": "kept_top_rho", "threshold": "kept_above_threshold", "global_top_k": "kept_global_top_k"}
+Rule = Literal["top_rho", "threshold", "global_top_k", "random"]
+
+KEPT_REASONS = {
+    "top_rho": "kept_top_rho",
+    "threshold": "kept_above_threshold",
+    "global_top_k": "kept_global_top_k",
+    "random": "kept_random",
+}
 DROPPED_REASONS = {
     "top_rho": "dropped_below_top_rho",
     "threshold": "dropped_below_threshold",
     "global_top_k": "dropped_below_global_top_k",
+    "random": "dropped_random",
 }
 KEPT_MINIMUM = "kept_min_per_language"
 
@@ -39,19 +49,30 @@ class SelectionRule:
     tau: float = 0.0
     top_k: int = 0
     min_per_language: int = 0
+    seed: int = 0
 
 
-def score(sketches: Tensor, g_star: Tensor, kind: Literal["cosine", "dot"] = "cosine") -> Tensor:
-    """``score_i`` for ``sketches [N, k]`` against ``g* [k]``, float64 ``[N]`` (cosine of a zero sketch is 0)."""
+def score(sketches: Tensor, direction: Tensor, kind: Literal["cosine", "dot"] = "cosine") -> Tensor:
+    """``score_i`` of ``sketches [N, k]`` against ``g* [k]``, or row-wise against ``direction [N, k]`` (the
+    per-language-only ablation scores pair ``i`` against ``G_{lang_i}``). float64 ``[N]``; the cosine of a zero
+    vector is 0."""
+    if kind not in ("cosine", "dot"):
+        raise ValueError(f"unknown score {kind!r}: use 'cosine' or 'dot'")
     s = sketches.to(torch.float64)
-    g = g_star.to(torch.float64)
-    dots = s @ g
+    g = direction.to(torch.float64)
+    g = g.expand_as(s) if g.dim() == 1 else g
+    dots = (s * g).sum(dim=1)
     if kind == "dot":
         return dots
-    if kind != "cosine":
-        raise ValueError(f"unknown score {kind!r}: use 'cosine' or 'dot'")
-    denom = s.norm(dim=1) * g.norm()
+    denom = s.norm(dim=1) * g.norm(dim=1)
     return torch.where(denom > 0, dots / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(dots))
+
+
+def random_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded pseudo-random score in ``[0, 1)`` per sample id (the random-subset baseline): a function of
+    (seed, id) only, so it does not depend on row order or layout."""
+    keys = [stream_seed(seed, str(i), "random-subset") / float(1 << 63) for i in ids]
+    return np.asarray(keys, dtype=np.float64)
 
 
 @dataclass
@@ -73,9 +94,11 @@ def select(scores: np.ndarray, langs: np.ndarray, ids: np.ndarray, rule: Selecti
     scores = np.asarray(scores, dtype=np.float64)
     langs, ids = np.asarray(langs).astype(str), np.asarray(ids).astype(str)
     n = len(scores)
+    if rule.rule == "random":
+        scores = random_keys(ids, rule.seed)
     order = rank_order(scores, ids)
     lang_rank = _rank_within_language(order, langs)
-    if rule.rule == "top_rho":
+    if rule.rule in ("top_rho", "random"):
         _, inverse, counts = np.unique(langs, return_inverse=True, return_counts=True)
         quota = np.array([math.ceil(rule.rho * c) for c in counts], dtype=np.int64)
         keep = lang_rank < quota[inverse]

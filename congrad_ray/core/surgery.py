@@ -3,7 +3,8 @@
 PCGrad: for each language ``l``, ``p_l = G_l``; for each other language ``m`` in a seeded random order, if
 ``<p_l, G_m> < 0`` then ``p_l <- p_l - <p_l, G_m> / ||G_m||^2 G_m``. ``g* = sum_l p_l``. The order of the others is
 drawn from (seed, name of ``l``), so the result does not depend on the order the rows arrive in. The ablation
-``mean`` is ``g* = mean_l G_l``. Linear operations commute with ``S``, so this is surgery on the true gradients seen
+``mean`` is ``g* = mean_l G_l``; the ablation ``per_language`` has no cross-lingual direction at all (each pair is
+scored against its own language's ``G_l``; ``g*`` is then reported as the mean). Linear operations commute with ``S``, so this is surgery on the true gradients seen
 through the sketch.
 """
 

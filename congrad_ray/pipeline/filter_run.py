@@ -168,6 +168,8 @@ def sketch_stage(fr: FilterRun) -> None:
         "pairs": int(sum(s["pairs"] for s in summaries)),
         "duplicates": int(sum(s["duplicates"] for s in summaries)),
         "actor_pids": sorted({int(s["pid"]) for s in summaries}),
+        "actor_peak_rss_mb": max((float(s["peak_rss_mb"]) for s in summaries), default=None),
+        "bucket_seconds": round(sum(float(s["seconds"]) for s in summaries), 3),
     }
     run.join("_state", "sketch.json").write_json(summary)
     fr.stage("sketch", time.perf_counter() - t0)
@@ -196,14 +198,16 @@ def select_stage(fr: FilterRun) -> pa.Table:
     present = merged_partials(run, cfg.sketch.k).langs
     seen = seen_languages(cfg, present)
     langs, g, counts = language_gradients(run, cfg, seen)
-    g_star = np.zeros(cfg.sketch.k)
+    g_star, per_language = np.zeros(cfg.sketch.k), None
     if langs:  # else every row is invalid or unseen: nothing to score, the outputs still get written
         direction = direction_of(cfg, langs, g)
         save_direction(run, direction, g, counts)
         g_star = direction.g_star.numpy()
+        if cfg.surgery.method == "per_language":
+            per_language = {lang: g[j].numpy() for j, lang in enumerate(langs)}
     fr.stage("reduce", time.perf_counter() - t0)
     t1 = time.perf_counter()
-    scored = score_all(run, g_star, cfg.score.kind)
+    scored = score_all(run, g_star, cfg.score.kind, per_language)
     decisions = decide(scored, cfg, seen)
     scores_file.write_table(decisions)
     state.write_json({"fingerprint": fp, "seen": seen})

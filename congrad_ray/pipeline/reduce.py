@@ -42,7 +42,13 @@ def _ema_gradients(run: Location, cfg: FilterConfig, langs: list[str]) -> torch.
 
     agg = cfg.aggregation
     ds = ray.data.read_parquet(run.join("sketches").uri, columns=["id", "lang", "status", "sketch"])
-    ds = ds.filter(lambda r: r["status"] == "ok" and r["lang"] in set(langs))
+    wanted = set(langs)
+
+    def usable(batch: dict) -> dict:
+        keep = (batch["status"] == "ok") & np.isin(batch["lang"], list(wanted))
+        return {key: value[keep] for key, value in batch.items()}
+
+    ds = ds.map_batches(usable, batch_format="numpy")
     index = ds.select_columns(["id", "lang"]).to_pandas().sort_values(["lang", "id"])
     index["batch"] = index.groupby("lang").cumcount() // agg.ema_batch_size
     batch_of = dict(zip(index["id"], index["batch"]))
@@ -84,7 +90,7 @@ def direction_of(cfg: FilterConfig, langs: list[str], g: torch.Tensor) -> Direct
         raise ValueError("no seen language has valid pairs: check languages.seen and the invalid/ rows")
     if cfg.surgery.method == "pcgrad":
         return pcgrad(g, langs, cfg.surgery.seed)
-    return mean_direction(g, langs)
+    return mean_direction(g, langs)  # "mean", and the reported g* of "per_language"
 
 
 def save_direction(run: Location, d: Direction, g: torch.Tensor, counts: list[int]) -> None:

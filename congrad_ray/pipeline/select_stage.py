@@ -27,19 +27,23 @@ SCORE_COLUMNS = SCORE_SCHEMA.names
 UNSEEN = "dropped_unseen_language"
 
 
-def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str) -> pa.Table:
+def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: dict | None = None) -> pa.Table:
+    """Scores against ``g*``, or, with ``per_language`` (lang -> ``G_l``), each row against its own language's."""
     ok = pc.equal(batch.column("status"), "ok").to_numpy(zero_copy_only=False)
     values = np.full(batch.num_rows, np.nan)
     if ok.any():
-        sketches = np.stack(batch.filter(pa.array(ok)).column("sketch").to_numpy(zero_copy_only=False)).astype(
-            np.float32
-        )
-        values[ok] = score(torch.from_numpy(sketches), torch.tensor(g_star), kind).numpy()
+        rows = batch.filter(pa.array(ok))
+        sketches = np.stack(rows.column("sketch").to_numpy(zero_copy_only=False)).astype(np.float32)
+        direction = torch.tensor(g_star)
+        if per_language is not None:
+            langs = rows.column("lang").to_pylist()
+            direction = torch.tensor(np.stack([per_language.get(lang, g_star) for lang in langs]))
+        values[ok] = score(torch.from_numpy(sketches), direction, kind).numpy()
     rest = batch.drop_columns(["sketch"])
     return rest.append_column("score", pa.array(values, pa.float64())).select(SCORE_COLUMNS)
 
 
-def score_all(run: Location, g_star: np.ndarray, kind: str) -> pa.Table:
+def score_all(run: Location, g_star: np.ndarray, kind: str, per_language: dict | None = None) -> pa.Table:
     """``(id, _row, lang, status, score, loss, margin, n_tokens)`` for every row of the sketch store."""
     import ray
     import ray.data
@@ -48,7 +52,7 @@ def score_all(run: Location, g_star: np.ndarray, kind: str) -> pa.Table:
     if not files:
         return SCORE_SCHEMA.empty_table()
     ds = ray.data.read_parquet(files).map_batches(
-        score_batch, batch_format="pyarrow", fn_kwargs={"g_star": g_star, "kind": kind}
+        score_batch, batch_format="pyarrow", fn_kwargs={"g_star": g_star, "kind": kind, "per_language": per_language}
     )
     tables = [t.cast(SCORE_SCHEMA) for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
     return pa.concat_tables([SCORE_SCHEMA.empty_table(), *tables]).sort_by([("id", "ascending"), ("_row", "ascending")])
@@ -66,7 +70,7 @@ def decide(scored: pa.Table, cfg: FilterConfig, seen: list[str]) -> pa.Table:
     rank = np.full(scored.num_rows, -1, dtype=np.int64)
     if trainable.any() and seen:
         s = cfg.selection
-        rule = SelectionRule(s.rule, s.rho, s.tau, s.top_k, s.min_per_language)
+        rule = SelectionRule(s.rule, s.rho, s.tau, s.top_k, s.min_per_language, cfg.run.seed)
         ids = scored.column("id").to_numpy(zero_copy_only=False).astype(str)
         scores = scored.column("score").to_numpy(zero_copy_only=False)
         d = select(scores[trainable], langs[trainable], ids[trainable], rule)

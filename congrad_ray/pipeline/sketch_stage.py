@@ -11,6 +11,7 @@ bucket done.
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 import numpy as np
@@ -79,6 +80,7 @@ class GradientSketcher:
             "duplicates": np.array([duplicates.num_rows]),
             "seconds": np.array([time.perf_counter() - start]),
             "pid": np.array([os.getpid()]),
+            "peak_rss_mb": np.array([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]),
         }
 
     def _sketch_rows(self, rows: pa.Table) -> tuple[pa.Table, LanguageSums]:
