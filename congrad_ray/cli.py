@@ -59,6 +59,32 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iterate(args: argparse.Namespace) -> int:
+    """The self-rewarding loop: rounds of generate -> judge -> pairs -> filter -> train (resumes by stage)."""
+    import json
+
+    from .selfreward import load_iterate_config, run_iterate
+
+    cfg = load_iterate_config(args.config, args.set, args.output)
+    summary = run_iterate(cfg, fresh=args.fresh, stop_after=args.stop_after)
+    for s in summary["rounds"]:
+        kept = (s["filter"].get("totals") or {}).get("kept", 0)
+        print(f"round {s['round']}: {s['pairs']['pairs']} pairs, {kept} kept, model -> {s['model_out']}")
+    print(json.dumps({k: summary[k] for k in ("run_dir", "final_model", "resumed_stages", "stopped_after")}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """DPO (LP-DPO) on Ray Train over a filter run's kept pairs; per-language held-out evaluation."""
+    from .train.config import load_train_config
+    from .train.metrics import print_summary as print_train_summary
+    from .train.run import run_training
+
+    cfg = load_train_config(args.config, args.set, args.train, args.eval, args.output, check_paths=True)
+    print_train_summary(run_training(cfg, fresh=args.fresh))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="congrad-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("out")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo_data)
+    it = sub.add_parser("iterate", help="self-rewarding loop: generate, judge, pair, ConGrad-filter, DPO; T rounds")
+    it.add_argument("--config", required=True, help="YAML config, e.g. configs/iterate-tiny-cpu.yaml")
+    it.add_argument("--output", help="override run.output (the loop directory)")
+    it.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    it.add_argument("--fresh", action="store_true", help="delete the loop directory first instead of resuming")
+    it.add_argument("--stop-after", metavar="ROUND:STAGE", help="stop once that stage is done, e.g. 1:judge")
+    it.set_defaults(func=_iterate)
+    t = sub.add_parser("train", help="DPO on Ray Train over the kept pairs (LoRA or full), per-language evaluation")
+    t.add_argument("--config", required=True, help="YAML config, e.g. configs/train-tiny-cpu.yaml")
+    t.add_argument("--train", nargs="+", help="override data.train (a filter run dir, Parquet paths, demo://train)")
+    t.add_argument("--eval", nargs="+", help="override data.eval (held-out Parquet paths, demo://heldout)")
+    t.add_argument("--output", help="override run.output (the training run directory)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    t.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
+    t.set_defaults(func=_train)
     return p
 
 

@@ -23,6 +23,18 @@ def _ray(*args: str, timeout: int = 120, env=None) -> subprocess.CompletedProces
     return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def _stop_cluster(ray_tmp: Path) -> None:
+    """Stop only this test's cluster: its processes carry its temp dir (`ray stop` would stop every Ray here)."""
+    import psutil
+
+    mine = [p for p in psutil.process_iter(["cmdline"]) if str(ray_tmp) in " ".join(p.info["cmdline"] or [])]
+    for p in mine:
+        p.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for p in alive:
+        p.kill()
+
+
 def test_job_submit_to_a_local_cluster(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     ray_tmp = Path(tempfile.mkdtemp(prefix="crj-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
@@ -66,7 +78,7 @@ def test_job_submit_to_a_local_cluster(tmp_path):
         assert job.returncode == 0, "\n".join((job.stdout + job.stderr).splitlines()[-40:])
         assert "succeeded" in (job.stdout + job.stderr).lower()
     finally:
-        _ray("stop", "--force", env=env)
+        _stop_cluster(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     manifest = json.loads((run / "manifest.json").read_text())
     ids = outcome_ids(run)

@@ -3,6 +3,9 @@
 from .aggregate import EMASegment, LanguageSums, ema_combine, ema_segment, ema_sequential, minibatch_means
 from .count_sketch import CountSketch, axis_hash, stream_seed
 from .dpo import DPOParams, DPOTerms, PreferenceBatch, lp_dpo_terms, sequence_logps, token_logps
+from .evaluate import RewardStats, group_stats, macro_average, per_language_stats, reward_stats
+from .judge import ParsedScore, ScoreSummary, parse_score, summarize_scores
+from .pairs import Candidate, PairDecision, PairRules, choose_pair, merge_duplicates, pair_id
 from .per_sample import SketchedPairs, reference_logps, sketch_pair_gradients
 from .per_sample_loop import per_sample_gradients_loop, sketch_pair_gradients_loop
 from .scope import Scope, scoped_linears, transformer_blocks
@@ -10,6 +13,7 @@ from .selection import Decision, SelectionRule, score, select
 from .surgery import Direction, cosine_matrix, mean_direction, pcgrad
 
 __all__ = [
+    "Candidate",
     "CountSketch",
     "DPOParams",
     "DPOTerms",
@@ -17,21 +21,34 @@ __all__ = [
     "Direction",
     "EMASegment",
     "LanguageSums",
+    "PairDecision",
+    "PairRules",
+    "ParsedScore",
     "PreferenceBatch",
+    "RewardStats",
+    "ScoreSummary",
     "Scope",
     "SelectionRule",
     "SketchedPairs",
     "axis_hash",
+    "choose_pair",
     "cosine_matrix",
     "ema_combine",
     "ema_segment",
     "ema_sequential",
+    "group_stats",
     "lp_dpo_terms",
+    "macro_average",
     "mean_direction",
+    "merge_duplicates",
     "minibatch_means",
+    "pair_id",
+    "parse_score",
     "pcgrad",
+    "per_language_stats",
     "per_sample_gradients_loop",
     "reference_logps",
+    "reward_stats",
     "score",
     "scoped_linears",
     "select",
@@ -39,6 +56,7 @@ __all__ = [
     "sketch_pair_gradients",
     "sketch_pair_gradients_loop",
     "stream_seed",
+    "summarize_scores",
     "token_logps",
     "transformer_blocks",
 ]

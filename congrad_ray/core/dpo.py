@@ -133,6 +133,9 @@ def sequence_logps(model: nn.Module, batch: PreferenceBatch) -> Tensor:
 
 
 def _accepts(model: nn.Module, argument: str) -> bool:
+    """Whether the underlying causal LM's ``forward`` takes ``argument`` (through DDP and PEFT wrappers)."""
+    while isinstance(getattr(model, "module", None), nn.Module):  # DistributedDataParallel and friends
+        model = model.module
     forward = getattr(model, "get_base_model", lambda: model)().forward
     try:
         return argument in inspect.signature(forward).parameters

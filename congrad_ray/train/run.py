@@ -1,0 +1,200 @@
+"""The training run: plan -> prepare data (Ray Data) -> Ray Train ``TorchTrainer.fit`` -> export + evaluate -> metrics.
+
+Run directory (``run.output``)::
+
+    config.yaml            the config as run
+    ray/NAME/              Ray Train checkpoints (each a Trainer checkpoint under checkpoint/) and run state
+    model/                 the final model, Hugging Face format (safetensors + tokenizer), LoRA merged
+    adapter/               the LoRA adapter (LoRA runs)
+    metrics.json, eval.png held-out per-language evaluation (seen / unseen), loss history, data counts, timings
+    skipped-train.parquet  rows not trained on, with a reason (and skipped-eval.parquet)
+    _state/                fingerprint.json, train.json (the finished checkpoint)
+
+Re-running the same config on the same output resumes: Ray Train restores its checkpoint manager from ``ray/NAME``
+and the workers continue from the last checkpoint; a finished training is not redone, only export and evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Any
+
+from ..config import ConfigError
+from ..pipeline.units import InputError
+from ..storage import Location
+from .config import TrainConfig
+
+TRAINING_SECTIONS = ("data", "model", "dpo", "optim")
+
+
+def fingerprint(cfg: TrainConfig) -> str:
+    """What a checkpoint depends on: run name and seed, training data, model, loss, optimiser, worker count."""
+    dump = cfg.model_dump(mode="json")
+    payload = {s: dump[s] for s in TRAINING_SECTIONS}
+    payload["data"].pop("eval")
+    payload["run"] = {"name": cfg.run.name, "seed": cfg.run.seed}
+    payload["num_workers"] = cfg.scaling.num_workers
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def max_steps(cfg: TrainConfig, shard_rows: int) -> int:
+    """``optim.max_steps``, else ``ceil(epochs * ceil(ceil(shard / batch) / accumulation))``."""
+    o = cfg.optim
+    if o.max_steps is not None:
+        return o.max_steps
+    batches = math.ceil(shard_rows / o.batch_size)
+    per_epoch = math.ceil(batches / o.gradient_accumulation_steps)
+    return max(1, math.ceil(o.epochs * per_epoch))
+
+
+def _plan(cfg: TrainConfig, fresh: bool) -> Location:
+    out = Location.of(cfg.run.output)
+    if fresh:
+        out.delete_dir()
+    out.mkdir()
+    out.remove_temporaries()
+    fp_file = out.join("_state", "fingerprint.json")
+    fp = fingerprint(cfg)
+    if fp_file.exists() and fp_file.read_json()["train"] != fp:
+        raise ConfigError(
+            [
+                f"run directory {out.uri} holds a training run of other data or model/dpo/optim settings; "
+                "use a new run.output (--output) or pass --fresh to start over"
+            ]
+        )
+    fp_file.write_json({"train": fp})
+    out.join("config.yaml").write_bytes(cfg.to_yaml().encode())
+    return out
+
+
+def _prepare(cfg: TrainConfig, out: Location) -> tuple[Any, Any, Any]:
+    from .data import PrepareSpec, cap_per_language, prepare
+
+    m, d = cfg.model, cfg.data
+    spec = PrepareSpec(
+        m.name_or_path,
+        m.revision,
+        m.trust_remote_code,
+        d.id_column,
+        d.lang_column,
+        cfg.dpo.max_length,
+        cfg.dpo.truncation_mode,
+    )
+    prepared = prepare({"train": d.train, **({"eval": d.eval} if d.eval else {})}, spec, cfg.scaling.cpus_per_worker)
+    train, heldout = prepared["train"], prepared.get("eval")
+    for name, data in (("train", train), ("eval", heldout)):
+        target = out.join(f"skipped-{name}.parquet")
+        if data is not None and data.skipped.num_rows:
+            target.write_table(data.skipped)
+        elif target.exists():
+            target.fs.delete_file(target.path)
+        if data is not None and data.rows == 0:
+            raise InputError(
+                f"data.{name}: none of its {data.skipped.num_rows} rows can be used (reasons: "
+                f"{data.summary()['skipped']}; each row in {target.uri}); fix the data or point data.{name} elsewhere"
+            )
+    if train.rows < cfg.scaling.num_workers:
+        raise InputError(
+            f"data.train: {train.rows} trainable pairs for {cfg.scaling.num_workers} workers; lower scaling.num_workers"
+        )
+    table = None
+    if heldout is not None:
+        import pyarrow as pa
+        import ray
+
+        parts = [t for t in ray.get(heldout.dataset.to_arrow_refs()) if t.num_rows]
+        table = cap_per_language(pa.concat_tables(parts, promote_options="permissive"), cfg.eval.max_pairs_per_language)
+    return train, heldout, table
+
+
+def language_split(cfg: TrainConfig, trained: dict[str, int], heldout: Any) -> dict[str, list[str]]:
+    from .evaluate import language_groups
+
+    if heldout is None:
+        return {}
+    seen = sorted(trained) if cfg.eval.languages.seen == "infer" else cfg.eval.languages.seen
+    return language_groups(list(heldout.languages), seen, cfg.eval.languages.unseen)
+
+
+def _fit(cfg: TrainConfig, out: Location, spec: Any, train: Any, heldout: Any) -> tuple[Any, float]:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .loop import train_loop_per_worker
+    from .sharding import IdOrderedSplit
+
+    s, c = cfg.scaling, cfg.checkpoint
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})}
+    datasets = {"train": train.dataset, **({"heldout": heldout.dataset} if heldout is not None else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=out.join("ray").uri,
+            checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
+            failure_config=FailureConfig(max_failures=c.max_failures),
+            # Ray Train's print patch echoes dill's (captured) disassembly from `datasets` fingerprinting
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+        ),
+        datasets=datasets,
+        dataset_config=IdOrderedSplit(train.cut_keys(s.num_workers), "train"),
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training under {out.uri} reported no checkpoint; see the Ray Train logs")
+    return result.checkpoint, time.perf_counter() - t0
+
+
+def _checkpoint_location(checkpoint: Any) -> Location:
+    return Location(checkpoint.filesystem, checkpoint.path)
+
+
+def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
+    """Train (or resume) on ``data.train``, export the model, evaluate on ``data.eval``; returns the metrics."""
+    from ray.train import Checkpoint
+
+    from ..pipeline.ray_env import ensure_ray
+    from .export import finalize
+    from .loop import WorkerSpec
+    from .metrics import build_metrics, write_outputs
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = _plan(cfg, fresh)
+    done = out.join("metrics.json")
+    if done.exists() and done.read_json()["run"]["config_hash"] == cfg.config_hash():
+        return done.read_json()  # a finished run of this very config: nothing to redo
+    ensure_ray(cfg.scaling.num_cpus)
+    timings["ray_init"] = time.perf_counter() - t0
+    train, heldout, heldout_table = _prepare(cfg, out)
+    timings["prepare"] = time.perf_counter() - t0 - timings["ray_init"]
+    groups = language_split(cfg, train.languages, heldout)
+    rows = train.shard_rows(cfg.scaling.num_workers)
+    run_key = hashlib.sha256(f"{out.uri}|{fingerprint(cfg)}".encode()).hexdigest()[:16]
+    spec = WorkerSpec(cfg, cfg.reference_mode(), rows, max_steps(cfg, rows), groups, run_key)
+    state = out.join("_state", "train.json")
+    if state.exists() and state.read_json()["fingerprint"] == fingerprint(cfg):
+        loc = Location.of(state.read_json()["checkpoint"])
+        checkpoint = Checkpoint(loc.path, filesystem=loc.fs)
+        fit_s = None
+    else:
+        checkpoint, fit_s = _fit(cfg, out, spec, train, heldout)
+        state.write_json({"fingerprint": fingerprint(cfg), "checkpoint": _checkpoint_location(checkpoint).uri})
+    timings["fit"] = fit_s
+    t1 = time.perf_counter()
+    import ray
+
+    task = ray.remote(finalize).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if cfg.scaling.use_gpu else 0)
+    final = ray.get(task.remote(cfg, spec.reference_mode, checkpoint, heldout_table, groups))
+    timings["export_eval"] = time.perf_counter() - t1
+    trainer_state = _checkpoint_location(checkpoint).join("checkpoint", "trainer_state.json").read_json()
+    timings["total"] = time.perf_counter() - t0
+    metrics = build_metrics(cfg, spec, train, heldout, trainer_state, final, timings, _checkpoint_location(checkpoint))
+    write_outputs(metrics, out, cfg.eval.plot)
+    return metrics
