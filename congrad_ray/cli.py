@@ -85,6 +85,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The main job: ConGrad-filter, then DPO on the kept pairs, then the per-language held-out evaluation."""
+    from .config import load_filter_config
+    from .pipeline.filter_run import run_filter
+    from .pipeline.report import print_summary
+    from .train.config import load_train_config
+    from .train.metrics import print_summary as print_train_summary
+    from .train.run import run_training
+
+    out = args.output.rstrip("/") if args.output else None
+    fcfg = load_filter_config(args.filter, args.set_filter, args.input, out and f"{out}/filter")
+    # the filter's run directory (its kept/) does not exist yet, so that path is checked when training starts
+    tcfg = load_train_config(
+        args.train, args.set_train, [fcfg.run.output], None, out and f"{out}/train", check_paths=False
+    )
+    manifest = run_filter(fcfg, fresh=args.fresh)
+    print_summary(manifest)
+    if _exit_code(manifest):
+        return 1
+    print_train_summary(run_training(tcfg, fresh=args.fresh))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="congrad-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     f.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
     f.set_defaults(func=_filter)
+    r = sub.add_parser("run", help="the main job: filter, then DPO on the kept pairs, then per-language evaluation")
+    r.add_argument("--filter", default="configs/tiny-cpu.yaml", help="filter config (default: the tiny CPU demo)")
+    r.add_argument("--train", default="configs/train-tiny-cpu.yaml", help="training config (its data.train is set)")
+    r.add_argument("--input", nargs="+", help="override the filter's input.paths")
+    r.add_argument("--output", help="run directory; the filter and training runs go in its filter/ and train/")
+    r.add_argument("--set-filter", action="append", default=[], metavar="KEY=VALUE", help="override a filter value")
+    r.add_argument("--set-train", action="append", default=[], metavar="KEY=VALUE", help="override a training value")
+    r.add_argument("--fresh", action="store_true", help="start both steps over instead of resuming")
+    r.set_defaults(func=_run)
     s = sub.add_parser("select", help="re-score and re-select a finished run from its stored sketches (no model)")
     s.add_argument("--run-dir", required=True)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. selection.rho=0.3")
