@@ -81,6 +81,12 @@ class SketchSection(Section):
         description="id-hash buckets: the unit of sketch work, resume and determinism; auto = rows / rows_per_bucket",
     )
     rows_per_bucket: int = Field(1024, ge=1, description="target bucket size when buckets is auto")
+    route: Literal["auto", "fft", "explicit"] = Field(
+        "auto",
+        description="per-layer sketch of per-sample weight gradients: fft (TensorSketch, never forms a per-sample "
+        "gradient), explicit (forms one layer's per-sample blocks, bounded, then hashes), auto (the cheaper: fft for "
+        "wide layers, explicit when d_out*d_in is below ~25 k log2 k)",
+    )
 
     @field_validator("buckets")
     @classmethod

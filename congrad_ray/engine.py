@@ -91,7 +91,7 @@ class SketchEngine:
             policy=policy,
             reference=reference,
             tokenizer=tokenizer,
-            sketch=CountSketch(cfg.sketch.k, cfg.sketch.seed),
+            sketch=CountSketch(cfg.sketch.k, cfg.sketch.seed, cfg.sketch.route),
             linears=scoped_linears(policy, cfg.sketch.scope, cfg.sketch.last_k),
             dpo=DPOParams(cfg.dpo.beta, cfg.dpo.alpha),
             reference_mode=m.reference,
@@ -105,7 +105,10 @@ class SketchEngine:
         b.ref_logps = ref
         return b.to(self.device)
 
-    def reference_logps(self, batch: PreferenceBatch) -> torch.Tensor:
+    def reference_logps(self, batch: PreferenceBatch) -> torch.Tensor | None:
+        """``log pi_ref(y|x)`` per row; ``None`` for ``same`` (the sketch pass reuses the policy's own forward)."""
+        if self.reference_mode == "same":
+            return None
         if self.reference_mode == "columns":
             if batch.ref_logps is None:
                 raise ValueError("reference 'columns' but the batch carries no reference log-probs")

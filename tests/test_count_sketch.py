@@ -89,19 +89,31 @@ def test_inner_products_unbiased_and_error_shrinks_like_inverse_sqrt_k():
     assert 1.5 < rmse[256] / rmse[1024] < 2.7
 
 
-@pytest.mark.parametrize("n,t,d_out,d_in,k", [(3, 5, 7, 11, 16), (2, 9, 33, 4, 64), (4, 1, 1, 1, 8)])
-def test_tensorsketch_equals_explicit_sketch_of_outer_products(n, t, d_out, d_in, k):
+@pytest.mark.parametrize("method", ["fft", "explicit", "auto"])
+@pytest.mark.parametrize(
+    "n,t,d_out,d_in,k", [(3, 5, 7, 11, 16), (2, 9, 33, 4, 64), (4, 1, 1, 1, 8), (2, 3, 70, 90, 32)]
+)
+def test_outer_product_routes_equal_the_definition(n, t, d_out, d_in, k, method):
     cs = CountSketch(k, 9)
     delta, x = _tensor(1, n, t, d_out).float(), _tensor(2, n, t, d_in).float()
     explicit = cs.sketch_matrix("lin.weight", torch.einsum("ntr,ntc->nrc", delta, x))
-    torch.testing.assert_close(cs.sketch_outer("lin.weight", delta, x), explicit, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(cs.sketch_outer("lin.weight", delta, x, method=method), explicit, rtol=1e-4, atol=1e-4)
 
 
-def test_tensorsketch_chunking_does_not_change_result():
+def test_auto_route_follows_the_cost_model():
+    cs = CountSketch(4096, 0)
+    assert cs.outer_method(256, 64, 64) == "explicit"  # narrow layer: forming bounded blocks is cheaper
+    assert cs.outer_method(256, 4096, 4096) == "fft"  # real-model width: TensorSketch, g_i never formed
+    with pytest.raises(ValueError, match="route"):
+        CountSketch(64, 0, route="magic")
+
+
+@pytest.mark.parametrize("method", ["fft", "explicit"])
+def test_outer_product_chunking_does_not_change_result(method):
     cs = CountSketch(32, 0)
     delta, x = _tensor(1, 6, 4, 5).float(), _tensor(2, 6, 4, 3).float()
-    whole = cs.sketch_outer("w", delta, x)
-    torch.testing.assert_close(cs.sketch_outer("w", delta, x, chunk_elems=32 * 4), whole)
+    whole = cs.sketch_outer("w", delta, x, method=method)
+    torch.testing.assert_close(cs.sketch_outer("w", delta, x, chunk_elems=32 * 4, method=method), whole)
 
 
 def test_flat_sketch_matches_padded_matrix_view():

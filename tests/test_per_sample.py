@@ -23,8 +23,11 @@ from congrad_ray.tokenization import collate
 PARAMS = DPOParams(beta=0.1, alpha=0.02)
 
 
-def _assert_twins_agree(model, batch, ref, linears, k=512):
-    cs = CountSketch(k, seed=11)
+ROUTES = ["fft", "explicit"]  # TensorSketch (never forms g_i) and blockwise GEMM + hash; "auto" picks one per layer
+
+
+def _assert_twins_agree(model, batch, ref, linears, k=512, route="auto"):
+    cs = CountSketch(k, seed=11, route=route)
     fast = sketch_pair_gradients(model, batch, ref, linears, cs, PARAMS)
     slow = sketch_pair_gradients_loop(model, batch, ref, linears, cs, PARAMS)
     scale = slow.abs().max()
@@ -33,23 +36,26 @@ def _assert_twins_agree(model, batch, ref, linears, k=512):
     return fast
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_linear_scope_matches_slow_twin(policy_model, reference_model, tokenizer, mixed_pairs, padding_side):
+def test_linear_scope_matches_slow_twin(policy_model, reference_model, tokenizer, mixed_pairs, padding_side, route):
     batch = collate(mixed_pairs, tokenizer.pad_token_id, padding_side=padding_side)
     ref = reference_logps(reference_model, batch)
-    fast = _assert_twins_agree(policy_model, batch, ref, scoped_linears(policy_model, "linear"))
+    fast = _assert_twins_agree(policy_model, batch, ref, scoped_linears(policy_model, "linear"), route=route)
     assert fast.sketch.shape == (len(mixed_pairs), 512)
     assert torch.equal(fast.n_tokens, batch.completion_lengths[:5] + batch.completion_lengths[5:])
 
 
-def test_last_k_scope_matches_slow_twin(policy_model, reference_model, tokenizer, mixed_pairs):
+@pytest.mark.parametrize("route", ROUTES)
+def test_last_k_scope_matches_slow_twin(policy_model, reference_model, tokenizer, mixed_pairs, route):
     batch = collate(mixed_pairs, tokenizer.pad_token_id)
     linears = scoped_linears(policy_model, "last_k", last_k=1)
     assert all(".layers.1." in name for name in linears) and len(linears) == 7
-    _assert_twins_agree(policy_model, batch, reference_logps(reference_model, batch), linears)
+    _assert_twins_agree(policy_model, batch, reference_logps(reference_model, batch), linears, route=route)
 
 
-def test_qwen2_with_biases_matches_slow_twin(tokenizer, mixed_pairs):
+@pytest.mark.parametrize("route", ROUTES)
+def test_qwen2_with_biases_matches_slow_twin(tokenizer, mixed_pairs, route):
     from congrad_ray.models import TinyModelSpec, build_tiny_model
 
     policy = build_tiny_model(tokenizer, TinyModelSpec(arch="qwen2", seed=3))
@@ -60,7 +66,7 @@ def test_qwen2_with_biases_matches_slow_twin(tokenizer, mixed_pairs):
     batch = collate(mixed_pairs, tokenizer.pad_token_id)
     linears = scoped_linears(policy, "linear")
     assert any(m.bias is not None for m in linears.values())
-    _assert_twins_agree(policy, batch, reference_logps(reference, batch), linears)
+    _assert_twins_agree(policy, batch, reference_logps(reference, batch), linears, route=route)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +78,24 @@ def lora_policy(tiny_dir):
     return add_lora(load_model(str(tiny_dir)), rank=4, alpha=8, init_weights=False)
 
 
-def test_lora_scope_matches_slow_twin_with_adapter_disabled_reference(lora_policy, tokenizer, mixed_pairs):
+@pytest.mark.parametrize("route", ROUTES)
+def test_lora_scope_matches_slow_twin_with_adapter_disabled_reference(lora_policy, tokenizer, mixed_pairs, route):
     batch = collate(mixed_pairs, tokenizer.pad_token_id)
     ref = reference_logps(lora_policy, batch, disable_adapter=True)
     linears = scoped_linears(lora_policy, "lora")
     assert linears and all("lora_" in name for name in linears)
-    _assert_twins_agree(lora_policy, batch, ref, linears)
+    _assert_twins_agree(lora_policy, batch, ref, linears, route=route)
+
+
+def test_policy_as_its_own_reference_needs_no_second_forward(policy_model, tokenizer, mixed_pairs):
+    """``ref_logps=None``: the reference is the policy (z = alpha * length difference), same as passing its log-probs."""
+    batch = collate(mixed_pairs, tokenizer.pad_token_id)
+    cs, linears = CountSketch(256, 3), scoped_linears(policy_model)
+    implicit = sketch_pair_gradients(policy_model, batch, None, linears, cs, PARAMS)
+    explicit = sketch_pair_gradients(policy_model, batch, reference_logps(policy_model, batch), linears, cs, PARAMS)
+    torch.testing.assert_close(implicit.sketch, explicit.sketch)
+    lengths = batch.completion_lengths.float()
+    torch.testing.assert_close(implicit.z, PARAMS.alpha * (lengths[:5] - lengths[5:]))
 
 
 def test_disabled_adapter_reference_is_the_base_model(lora_policy, reference_model, tokenizer, mixed_pairs):

@@ -41,13 +41,19 @@ class SketchedPairs:
 
 
 class _OuterProductSketcher:
-    """Hooks on scoped linears that accumulate ``S`` of each row's weight (and bias) gradient into ``rows [2B, k]``."""
+    """Hooks on scoped linears that accumulate ``S`` of each pair's weight (and bias) gradient into ``pairs [B, k]``.
+
+    The chosen and rejected rows of a pair are joined along the token axis before sketching (``G_i`` is the sum of
+    their two outer-product sums, and ``S`` is linear), so each layer is sketched once per pair, not once per row.
+    """
 
     def __init__(self, linears: dict[str, nn.Linear], sketch: CountSketch, token_mask: Tensor):
         self.linears = linears
         self.sketch = sketch
         self.token_mask = token_mask.bool()
-        self.rows = torch.zeros(token_mask.shape[0], sketch.k, device=token_mask.device)
+        # Without padding there is nothing to zero (the common case of packed or equal-length batches).
+        self.padded = not bool(self.token_mask.all())
+        self.pairs = torch.zeros(token_mask.shape[0] // 2, sketch.k, device=token_mask.device)
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -67,18 +73,24 @@ class _OuterProductSketcher:
         return hook
 
     def _accumulate(self, name: str, module: nn.Linear, x: Tensor, delta: Tensor) -> None:
-        rows = self.rows.shape[0]
-        x = self._masked(x.reshape(rows, -1, x.shape[-1]).float())
-        delta = self._masked(delta.reshape(rows, -1, delta.shape[-1]).float())
-        self.rows += self.sketch.sketch_outer(f"{name}.weight", delta, x)
+        rows = self.token_mask.shape[0]
+        x = self._pair_tokens(self._masked(x.reshape(rows, -1, x.shape[-1]).float()))
+        delta = self._pair_tokens(self._masked(delta.reshape(rows, -1, delta.shape[-1]).float()))
+        self.pairs += self.sketch.sketch_outer(f"{name}.weight", delta, x)
         if module.bias is not None:
-            self.rows += self.sketch.sketch_bias(f"{name}.bias", delta.sum(dim=1))
+            self.pairs += self.sketch.sketch_bias(f"{name}.bias", delta.sum(dim=1))
 
     def _masked(self, t: Tensor) -> Tensor:
         """Zero padded positions (``where``, so a NaN there cannot leak into a sketch)."""
-        if t.shape[1] != self.token_mask.shape[1]:
+        if not self.padded or t.shape[1] != self.token_mask.shape[1]:
             return t
         return torch.where(self.token_mask[..., None], t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+    @staticmethod
+    def _pair_tokens(t: Tensor) -> Tensor:
+        """``[2B, T, d] -> [B, 2T, d]``: pair ``i``'s chosen tokens, then its rejected tokens."""
+        chosen, rejected = t.chunk(2)
+        return torch.cat([chosen, rejected], dim=1)
 
 
 @contextmanager
@@ -100,7 +112,7 @@ def _embeddings_require_grad(model: nn.Module, captured: list[Tensor]) -> Iterat
 def sketch_pair_gradients(
     model: nn.Module,
     batch: PreferenceBatch,
-    ref_logps: Tensor,
+    ref_logps: Tensor | None,
     linears: dict[str, nn.Linear],
     sketch: CountSketch,
     params: DPOParams,
@@ -110,7 +122,9 @@ def sketch_pair_gradients(
     Args:
         model: the policy ``pi_theta`` in eval mode (no dropout), a causal LM (PEFT-wrapped or not).
         batch: ``B`` pairs as ``2B`` rows, chosen first; left or right padding.
-        ref_logps: ``log pi_ref(y|x)`` per row, ``[2B]`` (see :func:`reference_logps`).
+        ref_logps: ``log pi_ref(y|x)`` per row, ``[2B]`` (see :func:`reference_logps`); ``None`` when the reference
+            is the policy itself (round 1 of DPO from an SFT model): its log-probs are the policy's, detached, from
+            the same forward, so no second forward is needed.
         linears: the scoped layers (:func:`congrad_ray.core.scope.scoped_linears`).
         sketch: the seeded count sketch ``S``.
         params: LP-DPO ``beta``, ``alpha``.
@@ -119,12 +133,13 @@ def sketch_pair_gradients(
     leaves: list[Tensor] = []
     with torch.enable_grad(), sketcher.installed(), _embeddings_require_grad(model, leaves):
         policy = sequence_logps(model, batch)
-        terms = lp_dpo_terms(policy, ref_logps, batch.completion_lengths, params)
+        ref = policy.detach() if ref_logps is None else ref_logps
+        terms = lp_dpo_terms(policy, ref, batch.completion_lengths, params)
         torch.autograd.grad(terms.loss.sum(), leaves, allow_unused=True)
     b = batch.num_pairs
     lengths = batch.completion_lengths
     return SketchedPairs(
-        sketch=sketcher.rows[:b] + sketcher.rows[b:],
+        sketch=sketcher.pairs,
         loss=terms.loss.detach(),
         z=terms.z.detach(),
         n_tokens=lengths[:b] + lengths[b:],

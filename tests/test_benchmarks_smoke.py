@@ -1,0 +1,72 @@
+"""Smoke test of the benchmark entry point: ``python -m benchmarks --only core --quick`` runs and prints one
+well-formed JSON record per line. Timings are machine-dependent, so nothing here asserts on them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"bench", "group", "metric", "value", "goal", "met", "details"}
+CORE_FIGURES = {
+    "count_sketch_vs_clone",
+    "count_sketch_vs_dense_projection",
+    "sketch_pass_vs_train_step",
+    "sketch_pass_fft_route_vs_train_step",
+    "sketch_pass_vs_loop",
+    "sketch_cosine_rmse_k1024",
+    "sketch_cosine_rmse_k4096",
+    "sketch_cosine_rmse_k8192",
+}
+
+
+@pytest.mark.timeout(300)
+def test_core_benchmarks_quick_print_json_lines():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "core", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines, proc.stderr[-4000:]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    for record in records:
+        assert set(record) == KEYS, record
+        assert record["group"] == "core"
+        assert isinstance(record["value"], (int, float))
+        assert isinstance(record["details"], dict)
+        assert record["goal"] is None or record["goal"].split(" ")[0] in ("<=", ">=")
+        assert record["met"] is None if record["goal"] is None else isinstance(record["met"], bool)
+        assert record["details"]["quick"] is True
+    assert {r["bench"] for r in records} == CORE_FIGURES
+
+
+def test_unknown_group_is_an_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "no_such_group"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "no_such_group" in proc.stderr and "core" in proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_filter_benchmarks_quick_print_json_lines():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "filter", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["bench"] for r in records] == ["filter_rows_per_s_vs_in_process", "actor_peak_rss_4000_vs_1000"]
+    assert all(set(r) == KEYS and r["value"] > 0 for r in records)
