@@ -104,6 +104,26 @@ class Location:
             self.fs.delete_dir(self.path)
 
 
+def claim_run_dir(uri: str, key: str, fingerprint: str, holds: str, fresh: bool = False) -> Location:
+    """Create or resume a run directory that belongs to one ``fingerprint`` (of its inputs and settings).
+
+    ``fresh`` deletes it first; temporaries a killed writer left are removed; a directory claimed by another
+    fingerprint under ``key`` is refused with a :class:`~congrad_ray.config.ConfigError` naming the fix.
+    """
+    from .config import ConfigError
+
+    run = Location.of(uri)
+    if fresh:
+        run.delete_dir()
+    run.mkdir()
+    run.remove_temporaries()
+    record = run.join("_state", "fingerprint.json")
+    if record.exists() and record.read_json().get(key) != fingerprint:
+        raise ConfigError([f"{run.uri} holds {holds}; use a new run.output (--output) or pass --fresh to start over"])
+    record.write_json({key: fingerprint})
+    return run
+
+
 def expand_inputs(paths: list[str]) -> list[Location]:
     """Parquet files named by ``paths`` (files, directories searched recursively, or globs), sorted, deduplicated."""
     found: dict[str, Location] = {}

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..config import ConfigError, FilterConfig
 from ..engine import resolve_model_path
-from ..storage import Location, expand_inputs
+from ..storage import Location, claim_run_dir, expand_inputs
 from . import manifest as manifest_mod
 from .inputs import materialize_inputs
 from .prepare import PrepareSpec, prepare_units
@@ -96,21 +96,8 @@ def plan(cfg: FilterConfig, fresh: bool = False) -> FilterRun:
                 f"{cfg.input.ref_rejected_column}; add them or use reference: same"
             ]
         )
-    run = Location.of(cfg.run.output)
-    if fresh:
-        run.delete_dir()
-    run.mkdir()
-    run.remove_temporaries()
-    fp_file = run.join("_state", "fingerprint.json")
-    fingerprint = sketch_fingerprint(cfg, files)
-    if fp_file.exists() and fp_file.read_json()["sketch"] != fingerprint:
-        raise ConfigError(
-            [
-                f"run directory {run.uri} holds a run of another input or model/sketch/dpo config; "
-                "use a new run.output (--output) or pass --fresh to start over"
-            ]
-        )
-    fp_file.write_json({"sketch": fingerprint})
+    holds = "a filter run of another input or model/sketch/dpo config"
+    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, files), holds, fresh)
     run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
     fr = FilterRun(cfg, run, units)
     fr.stage("plan", time.perf_counter() - t0)

@@ -31,11 +31,9 @@ import pyarrow.compute as pc
 
 from ..config import ConfigError
 from ..engine import resolve_model_path
-from ..storage import Location
+from ..storage import Location, claim_run_dir
 from .config import IterateConfig, resolve_backend
 from .stages import STAGE_FUNCTIONS, STAGE_OUTPUTS, STAGES
-
-FINGERPRINT = ("_state", "fingerprint.json")
 
 
 @dataclass
@@ -65,21 +63,8 @@ def _fingerprint(cfg: IterateConfig) -> str:
 
 
 def prepare_root(cfg: IterateConfig, fresh: bool) -> Location:
-    root = Location.of(cfg.run.output)
-    if fresh:
-        root.delete_dir()
-    root.mkdir()
-    root.remove_temporaries()
-    fp_file = root.join(*FINGERPRINT)
-    fingerprint = _fingerprint(cfg)
-    if fp_file.exists() and fp_file.read_json()["data"] != fingerprint:
-        raise ConfigError(
-            [
-                f"loop directory {root.uri} holds a loop of another configuration (only run.rounds may change); "
-                "use a new run.output (--output) or pass --fresh to start over"
-            ]
-        )
-    fp_file.write_json({"data": fingerprint})
+    holds = "a loop of another configuration (only run.rounds may change)"
+    root = claim_run_dir(cfg.run.output, "data", _fingerprint(cfg), holds, fresh)
     import yaml
 
     root.join("iterate.yaml").write_bytes(

@@ -22,9 +22,8 @@ import math
 import time
 from typing import Any
 
-from ..config import ConfigError
 from ..pipeline.units import InputError
-from ..storage import Location
+from ..storage import Location, claim_run_dir
 from .config import TrainConfig
 
 TRAINING_SECTIONS = ("data", "model", "dpo", "optim")
@@ -51,21 +50,8 @@ def max_steps(cfg: TrainConfig, shard_rows: int) -> int:
 
 
 def _plan(cfg: TrainConfig, fresh: bool) -> Location:
-    out = Location.of(cfg.run.output)
-    if fresh:
-        out.delete_dir()
-    out.mkdir()
-    out.remove_temporaries()
-    fp_file = out.join("_state", "fingerprint.json")
-    fp = fingerprint(cfg)
-    if fp_file.exists() and fp_file.read_json()["train"] != fp:
-        raise ConfigError(
-            [
-                f"run directory {out.uri} holds a training run of other data or model/dpo/optim settings; "
-                "use a new run.output (--output) or pass --fresh to start over"
-            ]
-        )
-    fp_file.write_json({"train": fp})
+    holds = "a training run of other data or model/dpo/optim settings"
+    out = claim_run_dir(cfg.run.output, "train", fingerprint(cfg), holds, fresh)
     out.join("config.yaml").write_bytes(cfg.to_yaml().encode())
     return out
 
