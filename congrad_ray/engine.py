@@ -79,7 +79,7 @@ class SketchEngine:
         tokenizer = load_tokenizer(path, m.revision, m.trust_remote_code)
         policy = load_model(path, m.dtype, m.revision, m.trust_remote_code, m.attn_implementation)
         if m.lora is not None:
-            policy = _with_lora(policy, m.lora)
+            policy = _with_lora(policy, m.lora, cfg.sketch.seed)
         reference = None
         if m.reference == "model":
             ref_path = resolve_model_path(m.reference_path)
@@ -124,9 +124,13 @@ class SketchEngine:
         return SketchedPairs(out.sketch.cpu(), out.loss.cpu(), out.z.cpu(), out.n_tokens.cpu())
 
 
-def _with_lora(model: Any, lora: Any) -> Any:
+def _with_lora(model: Any, lora: Any, seed: int) -> Any:
+    """The configured adapter, or a fresh one whose random ``lora_A`` is drawn from ``seed``: every actor on every
+    node must sketch through the same adapter, or the per-sample gradients of ``lora_B`` would differ by actor."""
     if lora.adapter_path:
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, resolve_model_path(lora.adapter_path), is_trainable=False).eval()
-    return add_lora(model, lora.rank, lora.alpha, lora.target_modules)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return add_lora(model, lora.rank, lora.alpha, lora.target_modules)

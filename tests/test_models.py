@@ -56,3 +56,31 @@ def test_bf16_dtype_and_missing_path(tiny_dir):
     assert load_model(str(tiny_dir), dtype="bfloat16").dtype == torch.bfloat16
     with pytest.raises(OSError):
         load_model("/nonexistent/model-dir")
+
+
+def test_fresh_lora_adapter_is_the_same_on_every_actor(tmp_path):
+    """A fresh adapter's random lora_A is drawn from the sketch seed: two engines built from one config (two actors)
+    hold identical adapters, so their lora-scope sketches agree; another seed draws another adapter."""
+    from congrad_ray.config import load_filter_config
+    from congrad_ray.engine import SketchEngine
+
+    def engine(seed: int) -> SketchEngine:
+        overrides = [
+            "model.name_or_path=tiny://llama?hidden_size=32&intermediate_size=64",
+            "model.lora={rank: 4, alpha: 8}",
+            "sketch.scope=lora",
+            f"sketch.seed={seed}",
+        ]
+        return SketchEngine.from_config(load_filter_config(None, overrides, ["demo://train"], str(tmp_path)))
+
+    def adapter(e: SketchEngine) -> dict:
+        return {n: p.detach().clone() for n, p in e.policy.named_parameters() if "lora_" in n}
+
+    torch.manual_seed(1)
+    a = adapter(engine(0))
+    torch.manual_seed(2)  # the global RNG state of the process must not matter
+    b = adapter(engine(0))
+    c = adapter(engine(1))
+    assert a and a.keys() == b.keys()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert any(not torch.equal(a[n], c[n]) for n in a if "lora_A" in n)

@@ -5,6 +5,7 @@ from .count_sketch import CountSketch, axis_hash, stream_seed
 from .dpo import DPOParams, DPOTerms, PreferenceBatch, lp_dpo_terms, sequence_logps, token_logps
 from .evaluate import RewardStats, group_stats, macro_average, per_language_stats, reward_stats
 from .judge import ParsedScore, ScoreSummary, parse_score, summarize_scores
+from .measures import conflict_rate, lm_loss, lm_loss_by_group, logprob_margin, mean_and_std, token_nll
 from .pairs import Candidate, PairDecision, PairRules, choose_pair, merge_duplicates, pair_id
 from .per_sample import SketchedPairs, reference_logps, sketch_pair_gradients
 from .per_sample_loop import per_sample_gradients_loop, sketch_pair_gradients_loop
@@ -32,13 +33,18 @@ __all__ = [
     "SketchedPairs",
     "axis_hash",
     "choose_pair",
+    "conflict_rate",
     "cosine_matrix",
     "ema_combine",
     "ema_segment",
     "ema_sequential",
     "group_stats",
+    "lm_loss",
+    "lm_loss_by_group",
+    "logprob_margin",
     "lp_dpo_terms",
     "macro_average",
+    "mean_and_std",
     "mean_direction",
     "merge_duplicates",
     "minibatch_means",
@@ -58,5 +64,6 @@ __all__ = [
     "stream_seed",
     "summarize_scores",
     "token_logps",
+    "token_nll",
     "transformer_blocks",
 ]

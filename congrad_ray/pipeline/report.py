@@ -172,5 +172,6 @@ def print_summary(manifest: dict[str, Any]) -> None:
         f"timings: {timings}"
         + (f" (resumed: {', '.join(manifest['resumed_stages'])})" if manifest["resumed_stages"] else "")
     )
-    console.print(f"kept pairs: {manifest['outputs']['kept']}")
-    console.print(f"report: {manifest['outputs']['report']}/summary.html")
+    # Paths are printed unwrapped so they can be copied (and grepped) whatever the terminal width.
+    console.print(f"kept pairs: {manifest['outputs']['kept']}", soft_wrap=True)
+    console.print(f"report: {manifest['outputs']['report']}/summary.html", soft_wrap=True)

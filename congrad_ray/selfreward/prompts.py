@@ -44,10 +44,13 @@ SUMMARIZE = {
     "ar": "لخّص النص التالي في جملة واحدة:\n\n{text}",
     "hi": "निम्नलिखित पाठ का एक वाक्य में सारांश लिखिए:\n\n{text}",
 }
-# ISO 639-1 (the demo's codes) -> the dataset-build directory (ISO 639-3).
+# ISO 639-1 (the demo's codes) -> the dataset-build directory (ISO 639-3), for its 37 languages.
 CORPUS_DIRS = {
-    "en": "eng", "fr": "fra", "de": "deu", "es": "spa", "it": "ita", "pt": "por", "vi": "vie",
-    "sw": "swa", "ru": "rus", "zh": "zho", "ja": "jpn", "ko": "kor", "ar": "ara", "hi": "hin",
+    "ar": "ara", "bg": "bul", "bn": "ben", "cs": "ces", "da": "dan", "de": "deu", "el": "ell", "en": "eng",
+    "es": "spa", "et": "est", "fi": "fin", "fr": "fra", "he": "heb", "hi": "hin", "hr": "hrv", "hu": "hun",
+    "id": "ind", "it": "ita", "ja": "jpn", "ko": "kor", "lt": "lit", "lv": "lav", "nl": "nld", "no": "nor",
+    "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sk": "slk", "sl": "slv", "sr": "srp", "sv": "swe",
+    "sw": "swa", "th": "tha", "tr": "tur", "uk": "ukr", "vi": "vie", "zh": "zho",
 }  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?。！？।؟](?=\s|$)|[。！？]")
 

@@ -1,0 +1,110 @@
+"""Measures of the paper benchmark (``benchmarks/paper``) on tensors: per-token language-model loss, the policy's
+own preference margin, and the conflict rate of a set of pairs. No Ray, no I/O.
+
+Notation as in :mod:`.dpo`. For ``N`` token rows ``x_{n,1..T}`` with a loss mask ``m_{n,t}`` (1 on the tokens that
+count; position ``t`` is predicted from the tokens before it):
+
+    nll_n   = - sum_{t >= 2} m_{n,t} log pi(x_{n,t} | x_{n,<t})        summed negative log-likelihood, [N]
+    count_n = sum_{t >= 2} m_{n,t}                                       tokens that count, [N]
+    lm_loss(I) = sum_{n in I} nll_n / sum_{n in I} count_n               per-token loss of a set I (micro-average)
+
+The alignment tax of a training step is ``lm_loss_after(I) - lm_loss_before(I)`` on clean held-out text of one
+language (positive: the model got worse at modelling that language).
+
+The policy margin of a pair (chosen rows first, as everywhere in core), with ``|y|`` its completion tokens:
+
+    margin_i = log pi(y^w|x) / |y^w| - log pi(y^l|x) / |y^l|     (length_normalized, the default)
+    margin_i = log pi(y^w|x) - log pi(y^l|x)                       (otherwise)
+
+It needs no reference model: the loss/margin baseline of the benchmark ranks pairs by how much the policy itself
+already agrees with the label (the "small-loss" rule of noisy-label learning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .dpo import position_ids_from_mask, token_logps
+
+
+def token_nll(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(nll [N], count [N])`` of the tokens ``loss_mask`` marks (default: every real token), each predicted from
+    the tokens before it; the first position of a row is never predicted, so it never counts.
+
+    ``input_ids``/``attention_mask``/``loss_mask`` are ``[N, T]``; left or right padding give the same result.
+    Differentiable (used both as a training loss and, under ``torch.no_grad()``, as a measure); float32.
+    """
+    mask = attention_mask if loss_mask is None else loss_mask * attention_mask
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).logits
+    per_token = token_logps(logits[:, :-1], input_ids[:, 1:])
+    # a token counts when it is marked and the token before it is real (a row's first real token is never predicted)
+    target = (mask[:, 1:] * attention_mask[:, :-1]).to(per_token.dtype)
+    return -(per_token * target).sum(dim=1), target.sum(dim=1)
+
+
+def lm_loss(nll: Tensor, count: Tensor) -> float:
+    """Per-token loss of a set of rows: ``sum nll / sum count`` in float64 (nan when no token counts)."""
+    total = float(count.to(torch.float64).sum())
+    return float(nll.to(torch.float64).sum()) / total if total > 0 else float("nan")
+
+
+def lm_loss_by_group(nll: Tensor, count: Tensor, groups: Sequence[str]) -> dict[str, float]:
+    """``{group: lm_loss}`` over the rows of each group (``groups[n]`` is row ``n``'s, e.g. its language), sorted."""
+    if len(groups) != nll.shape[0]:
+        raise ValueError(f"{len(groups)} groups for {nll.shape[0]} rows")
+    labels = np.asarray(groups).astype(str)
+    out = {}
+    for g in sorted(set(labels.tolist())):
+        index = torch.as_tensor(np.flatnonzero(labels == g), dtype=torch.long)
+        out[g] = lm_loss(nll[index], count[index])
+    return out
+
+
+def logprob_margin(logps: Tensor, completion_lengths: Tensor, length_normalized: bool = True) -> Tensor:
+    """The policy's own margin per pair, ``[B]`` float64, from ``[2B]`` sequence log-probs and completion lengths
+    (chosen rows first); see the module docstring. Lengths below 1 are treated as 1."""
+    lp = logps.to(torch.float64)
+    if length_normalized:
+        lp = lp / completion_lengths.to(torch.float64).clamp(min=1)
+    chosen, rejected = lp.chunk(2)
+    return chosen - rejected
+
+
+def conflict_rate(flags: Sequence[bool], groups: Sequence[str] | None = None) -> dict[str, float | int]:
+    """Fraction of flagged pairs (ground truth: the pair goes against the shared task) in a set of pairs.
+
+    Returns ``{"n", "conflicts", "rate"}`` over all pairs and, with ``groups``, ``"rate/<group>"`` and
+    ``"n/<group>"`` per group (e.g. language). The rate of an empty set is nan.
+    """
+    f = np.asarray(flags, dtype=bool)
+    n = int(f.size)
+    out: dict[str, float | int] = {"n": n, "conflicts": int(f.sum()), "rate": float(f.mean()) if n else float("nan")}
+    if groups is not None:
+        labels = np.asarray(groups).astype(str)
+        if labels.size != n:
+            raise ValueError(f"{labels.size} groups for {n} pairs")
+        for g in sorted(set(labels.tolist())):
+            mine = f[labels == g]
+            out[f"n/{g}"] = int(mine.size)
+            out[f"rate/{g}"] = float(mine.mean())
+    return out
+
+
+def mean_and_std(values: Sequence[float] | Mapping[str, float]) -> tuple[float, float, int]:
+    """``(mean, sample std (ddof=1), n)`` over the finite values (std 0 for one value, nan for none)."""
+    v = np.asarray(list(values.values()) if isinstance(values, Mapping) else list(values), dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
