@@ -23,7 +23,7 @@ from congrad_ray.demo import (
     generate_pairs,
     write_corpus,
 )
-from congrad_ray.demo.corpus import fingerprint
+from congrad_ray.demo.writing import fingerprint
 
 SMALL = CorpusSpec(
     seed=3,

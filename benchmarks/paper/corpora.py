@@ -212,7 +212,7 @@ def _write_rows(rows: list[dict], directory: Path, shards: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from congrad_ray.demo.corpus import COLUMNS, arrow_schema
+    from congrad_ray.demo.writing import COLUMNS, arrow_schema
 
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 
-from .corpus import default_demo_spec, write_corpus
+from .corpus import default_demo_spec
+from .writing import write_corpus
 
 
 def main(argv: list[str] | None = None) -> int:
