@@ -80,6 +80,9 @@ class ScalingSection(Section):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel replicas)")
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0, description="fractional on small machines so data tasks still run")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads of each worker once its shard is read (None: what Ray gives it)"
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray (ignored on a cluster)")
 
 

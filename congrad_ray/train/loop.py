@@ -152,6 +152,7 @@ def _policy(cfg: TrainConfig) -> tuple[Any, Any, Any]:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import datasets
     import ray.train
+    import torch
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
     from ..engine import resolve_model_path
@@ -169,6 +170,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     heldout = None
     if rank == 0 and spec.groups and cfg.eval.every_steps:
         heldout = cap_per_language(collect(ray.train.get_dataset_shard("heldout")), cfg.eval.max_pairs_per_language)
+    if cfg.scaling.torch_threads and not torch.cuda.is_available():
+        # Ray sets OMP_NUM_THREADS to the worker's (fractional) CPU share; with the shard read, no data task needs
+        # the rest, so a CPU-only box may give the step all its cores.
+        torch.set_num_threads(cfg.scaling.torch_threads)
 
     tokenizer, model, peft_config = _policy(cfg)
     ref_model = None
