@@ -156,6 +156,12 @@ class ResourcesSection(Section):
     cpus_per_actor: float = Field(0.5, gt=0, description="fractional on small machines so the read tasks still run")
     batch_size: int = Field(8, ge=1, description="pairs per sketch forward/backward")
     num_cpus: int | None = Field(None, description="CPUs for an embedded Ray (ignored on a cluster)")
+    driver_score_max_mb: float = Field(
+        256.0,
+        ge=0,
+        description="a sketch store up to this size is scored on the driver; a larger one by Ray Data tasks "
+        "(0 = always Ray Data)",
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ResourcesSection:

@@ -47,6 +47,10 @@ class Location:
     def exists(self) -> bool:
         return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
 
+    def size(self) -> int:
+        """Bytes of this file."""
+        return self.fs.get_file_info(self.path).size
+
     def mkdir(self) -> Location:
         self.fs.create_dir(self.path, recursive=True)
         return self

@@ -117,6 +117,25 @@ def test_select_reruns_from_stored_sketches(ray_local, baseline, tmp_path):
     assert outcome_ids(run)["kept"] < outcome_ids(baseline[0])["kept"]  # the best quarter is inside the best half
 
 
+@pytest.mark.parametrize("per_language", [False, True], ids=["g_star", "per_language"])
+def test_driver_and_ray_data_scoring_agree(ray_local, baseline, per_language):
+    import numpy as np
+
+    from congrad_ray.pipeline.select_stage import score_all
+    from congrad_ray.storage import Location
+
+    run = Location.of(str(baseline[0]))
+    k = baseline[1]["config"]["sketch"]["k"]
+    rng = np.random.default_rng(0)
+    g_star = rng.standard_normal(k)
+    langs = sorted(baseline[1]["counts"]["per_language"])
+    directions = {lang: rng.standard_normal(k) for lang in langs} if per_language else None
+    on_driver = score_all(run, g_star, "cosine", directions, driver_max_mb=1e6)
+    on_ray = score_all(run, g_star, "cosine", directions, driver_max_mb=0.0)
+    assert on_driver.num_rows == on_ray.num_rows > 0
+    assert on_driver.equals(on_ray)
+
+
 def test_actor_killed_mid_run_is_restarted_and_result_unchanged(ray_local, corpus, baseline, tmp_path):
     from congrad_ray.pipeline.filter_run import run_filter
 
@@ -146,6 +165,19 @@ def test_actor_killed_mid_run_is_restarted_and_result_unchanged(ray_local, corpu
     assert outcome_ids(run) == outcome_ids(baseline_8)
 
 
+def _settled_count(partials: Path, quiet_s: float = 3.0, timeout_s: float = 60.0) -> int:
+    """Finished buckets (not a killed writer's ``_tmp-*`` file) once no new one has appeared for ``quiet_s``."""
+    count, since, deadline = -1, time.time(), time.time() + timeout_s
+    while time.time() < deadline:
+        now = len(list(partials.glob("bucket-*.parquet")))
+        if now != count:
+            count, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            break
+        time.sleep(0.2)
+    return count
+
+
 def test_killed_run_resumes_to_the_same_result(corpus, baseline, tmp_path):
     run = tmp_path / "resume"
     cfg = small_config(str(corpus), run, "sketch.buckets=4")
@@ -160,7 +192,7 @@ def test_killed_run_resumes_to_the_same_result(corpus, baseline, tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list((run / "partials").glob("bucket-*.parquet")))  # not a killed writer's _tmp-* file
+    done_before = _settled_count(run / "partials")  # Ray's workers die with their driver, a moment later
     assert done_before >= 1 and not (run / "manifest.json").exists()
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -168,6 +200,7 @@ def test_killed_run_resumes_to_the_same_result(corpus, baseline, tmp_path):
 
     sketch_state = json.loads((run / "_state" / "sketch.json").read_text())
     assert sketch_state["buckets_resumed"] == done_before  # finished buckets were not sketched again
+    assert sketch_state["buckets_resumed"] + sketch_state["buckets_sketched"] == 4
     assert outcome_ids(run) == outcome_ids(baseline[0])
 
 

@@ -138,7 +138,9 @@ def sketch_stage(fr: FilterRun) -> None:
     )
     summaries = []
     if len(done) < cfg.sketch.buckets:
-        sketched = prepared.groupby("bucket").map_groups(
+        sketched = prepared.groupby(
+            "bucket", num_partitions=_shuffle_partitions(cfg.sketch.buckets, len(done))
+        ).map_groups(
             GradientSketcher,
             batch_format="pyarrow",
             fn_constructor_args=(cfg.model_dump_json(), run.uri),
@@ -160,6 +162,12 @@ def sketch_stage(fr: FilterRun) -> None:
     }
     run.join("_state", "sketch.json").write_json(summary)
     fr.stage("sketch", time.perf_counter() - t0)
+
+
+def _shuffle_partitions(buckets: int, done: int) -> int:
+    """One hash partition per bucket still to sketch, at most 200 (Ray Data's default): never more partitions
+    (each with its own reduce work) than there are groups."""
+    return max(1, min(200, buckets - done))
 
 
 def seen_languages(cfg: FilterConfig, present: list[str]) -> list[str]:
@@ -194,7 +202,7 @@ def select_stage(fr: FilterRun) -> pa.Table:
             per_language = {lang: g[j].numpy() for j, lang in enumerate(langs)}
     fr.stage("reduce", time.perf_counter() - t0)
     t1 = time.perf_counter()
-    scored = score_all(run, g_star, cfg.score.kind, per_language)
+    scored = score_all(run, g_star, cfg.score.kind, per_language, cfg.resources.driver_score_max_mb)
     decisions = decide(scored, cfg, seen)
     scores_file.write_table(decisions)
     state.write_json({"fingerprint": fp, "seen": seen})

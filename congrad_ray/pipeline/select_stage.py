@@ -1,4 +1,4 @@
-"""Score every sketched pair against ``g*`` (Ray Data over the sketch store) and decide on the driver."""
+"""Score every sketched pair against ``g*`` (on the driver, or Ray Data over a large sketch store) and decide."""
 
 from __future__ import annotations
 
@@ -43,18 +43,30 @@ def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: di
     return rest.append_column("score", pa.array(values, pa.float64())).select(SCORE_COLUMNS)
 
 
-def score_all(run: Location, g_star: np.ndarray, kind: str, per_language: dict | None = None) -> pa.Table:
-    """``(id, _row, lang, status, score, loss, margin, n_tokens)`` for every row of the sketch store."""
-    import ray
-    import ray.data
+def score_all(
+    run: Location, g_star: np.ndarray, kind: str, per_language: dict | None = None, driver_max_mb: float = 0.0
+) -> pa.Table:
+    """``(id, _row, lang, status, score, loss, margin, n_tokens)`` for every row of the sketch store, sorted by id.
 
-    files = [f.uri for f in run.join("sketches").list(".parquet")]
+    A store of at most ``driver_max_mb`` is read and scored here, one bucket file at a time (a second Ray Data job
+    costs seconds of scheduling for a few megabytes); a larger one is scored by Ray Data tasks next to the data.
+    Both apply the same ``score_batch`` to the same files, so they give the same table.
+    """
+    files = run.join("sketches").list(".parquet")
     if not files:
         return SCORE_SCHEMA.empty_table()
-    ds = ray.data.read_parquet(files).map_batches(
-        score_batch, batch_format="pyarrow", fn_kwargs={"g_star": g_star, "kind": kind, "per_language": per_language}
-    )
-    tables = [t.cast(SCORE_SCHEMA) for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    kwargs = {"g_star": g_star, "kind": kind, "per_language": per_language}
+    if sum(f.size() for f in files) <= driver_max_mb * 2**20:
+        tables = [score_batch(f.read_table(), **kwargs) for f in files]
+    else:
+        import ray
+        import ray.data
+
+        ds = ray.data.read_parquet([f.uri for f in files]).map_batches(
+            score_batch, batch_format="pyarrow", fn_kwargs=kwargs
+        )
+        tables = ray.get(ds.to_arrow_refs())
+    tables = [t.cast(SCORE_SCHEMA) for t in tables if t.num_rows]
     return pa.concat_tables([SCORE_SCHEMA.empty_table(), *tables]).sort_by([("id", "ascending"), ("_row", "ascending")])
 
 
