@@ -312,6 +312,7 @@ def run_seed(cfg: SettingConfig, seed: int, work: Path, keep_models: bool = Fals
                 shutil.rmtree(out / sub, ignore_errors=True)
     rec["train"] = trained
     rec["wall_s"] = round(time.perf_counter() - t_seed, 1)
+    rec["load_avg_1m"] = round(os.getloadavg()[0], 2)
     (work / "seed.json").write_text(json.dumps(rec, indent=1, default=str))
     log(f"seed {seed}: done in {rec['wall_s']:.0f} s")
     return rec
@@ -373,6 +374,7 @@ def run_setting(
             if rec.get("config_hash") == cfg.config_hash():
                 log(f"seed {seed}: reusing {done}")
                 seeds.append(rec)
+                loads += [rec["load_avg_1m"]] if "load_avg_1m" in rec else []
                 continue
         rec = run_seed(cfg, seed, seed_dir, keep_models)
         rec["config_hash"] = cfg.config_hash()
@@ -385,7 +387,8 @@ def run_setting(
         "config": cfg.model_dump(mode="json"),
         "config_hash": cfg.config_hash(),
         "environment": {**environment(), "load_avg_1m_samples": loads},
-        "wall_s": round(time.perf_counter() - t0, 1),
+        # seeds reused from an earlier run (--resume) count with the time they took then
+        "wall_s": round(max(time.perf_counter() - t0, sum(float(s["wall_s"]) for s in seeds)), 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seeds": seeds,
     }
