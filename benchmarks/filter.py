@@ -2,10 +2,10 @@
 and the sketch actors' peak memory at 10k vs 100k rows (streaming: it must not grow with the data).
 
 * ``filter_rows_per_s_vs_in_process``: rows/s of ``run_filter`` (validate, tokenise, bucket, sketch on 2 actors,
-  reduce, score, select, write outputs and report) on an already started embedded Ray, over rows/s of the same work
-  done by the core in one process (tokenise, sketch in the same micro-batches with all CPUs, aggregate, PCGrad,
-  score, select, no writes), at 32k rows; ``..._8k`` the same at 8k rows, where Ray's fixed start-up cost weighs
-  more. Goal >= 0.7. ``filter_steady_rows_per_s_vs_in_process``: the ratio of the slopes (rows/s once started),
+  reduce, score, select, write outputs and report) on a freshly started embedded Ray (its start not timed), over
+  rows/s of the same work done by the core in one process (tokenise, sketch in the same micro-batches with all CPUs,
+  aggregate, PCGrad, score, select, no writes), at 32k rows; ``..._8k`` the same at 8k rows, where Ray's fixed
+  start-up cost weighs more. Goal >= 0.7. ``filter_steady_rows_per_s_vs_in_process``: the ratio of the slopes (rows/s once started),
   with each side's fixed cost in its details.
 * ``actor_peak_rss_100k_vs_10k``: the largest peak RSS of any sketch actor at 100k rows over that at 10k rows.
   Goal <= 1.1.

@@ -165,9 +165,11 @@ def sketch_stage(fr: FilterRun) -> None:
 
 
 def _shuffle_partitions(buckets: int, done: int) -> int:
-    """One hash partition per bucket still to sketch, at most 200 (Ray Data's default): never more partitions
-    (each with its own reduce work) than there are groups."""
-    return max(1, min(200, buckets - done))
+    """One hash partition per bucket still to sketch, at most Ray Data's default: never more partitions (each with
+    its own reduce work) than there are groups."""
+    import ray.data
+
+    return max(1, min(ray.data.DataContext.get_current().default_hash_shuffle_parallelism, buckets - done))
 
 
 def seen_languages(cfg: FilterConfig, present: list[str]) -> list[str]:
