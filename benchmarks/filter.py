@@ -59,7 +59,7 @@ def in_process(cfg: Any) -> int:
 
     from congrad_ray.core import LanguageSums, SelectionRule, pcgrad, score, select
     from congrad_ray.engine import SketchEngine
-    from congrad_ray.pipeline.inputs import materialize_inputs
+    from congrad_ray.inputs import materialize_inputs
     from congrad_ray.tokenization import tokenize_pair
 
     table = pq.read_table(materialize_inputs(cfg.input.paths)[0]).to_pylist()

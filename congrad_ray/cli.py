@@ -10,8 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError
-from .pipeline.units import InputError
+from .errors import ConfigError, InputError
 
 USER_ERRORS = (ConfigError, InputError)
 

@@ -16,13 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A user error in the configuration; ``str()`` is one line per problem, each naming the fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+from .errors import ConfigError
+from .storage import missing_local_path
 
 
 class Section(BaseModel):
@@ -256,7 +251,7 @@ def check_filter_config(cfg: FilterConfig) -> list[str]:
     if not cfg.input.paths:
         problems.append("input.paths is empty: set it in the config or pass --input DIR")
     for p in cfg.input.paths:
-        if "://" not in p and not any(ch in p for ch in "*?[") and not Path(p).exists():
+        if missing_local_path(p):
             problems.append(f"input.paths: {p} does not exist (check the path or pass --input)")
     problems += check_model_source(cfg.model.name_or_path, "model.name_or_path")
     if cfg.model.reference == "model":
@@ -302,7 +297,7 @@ def _check_raw_sources(raw: dict[str, Any]) -> list[str]:
         problems += check_model_source(name, "model.name_or_path")
     paths = raw.get("input", {}).get("paths", []) if isinstance(raw.get("input"), dict) else []
     for p in [paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []:
-        if isinstance(p, str) and "://" not in p and not any(ch in p for ch in "*?[") and not Path(p).exists():
+        if isinstance(p, str) and missing_local_path(p):
             problems.append(f"input.paths: {p} does not exist (check the path or pass --input)")
     return problems
 

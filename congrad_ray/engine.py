@@ -4,56 +4,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import torch
 
 from .config import FilterConfig
 from .core import CountSketch, DPOParams, PreferenceBatch, SketchedPairs, reference_logps, scoped_linears
 from .core import sketch_pair_gradients as _sketch
-from .models import TinyModelSpec, add_lora, load_model, load_tokenizer, save_tiny_model
+from .models import add_lora, load_model, load_tokenizer, resolve_model_path
 from .tokenization import TokenizedPair, collate
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CONGRAD_RAY_CACHE", Path.home() / ".cache" / "congrad-ray"))
-
-
-def tiny_spec(uri: str) -> TinyModelSpec:
-    """``tiny://llama?seed=1&hidden_size=64`` -> :class:`TinyModelSpec`."""
-    arch, _, query = uri.removeprefix("tiny://").partition("?")
-    known = {f.name: f.type for f in fields(TinyModelSpec)}
-    values: dict[str, Any] = {"arch": arch}
-    for key, value in parse_qsl(query):
-        if key not in known:
-            raise ValueError(f"tiny model option {key!r} unknown; use one of {sorted(known)}")
-        values[key] = int(value) if key != "arch" else value
-    return TinyModelSpec(**values)
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A ``tiny://`` model is built once per machine into the cache (atomically); other names pass through."""
-    if not name_or_path.startswith("tiny://"):
-        return name_or_path
-    spec = tiny_spec(name_or_path)
-    digest = hashlib.sha256(repr(sorted(asdict(spec).items())).encode()).hexdigest()[:12]
-    target = cache_dir() / "tiny" / f"{spec.arch}-{digest}"
-    if not (target / "model.safetensors").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-        save_tiny_model(tmp, spec)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
 
 
 @dataclass

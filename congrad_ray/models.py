@@ -1,11 +1,17 @@
-"""Models and tokenizers: a tiny offline factory (tests, demo, benchmarks) and the real ``from_pretrained`` path."""
+"""Models and tokenizers: a tiny offline factory (tests, demo, benchmarks), ``tiny://`` URIs resolved to a cached
+checkpoint, and the real ``from_pretrained`` path."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import torch
 
@@ -109,6 +115,40 @@ def save_tiny_model(
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CONGRAD_RAY_CACHE", Path.home() / ".cache" / "congrad-ray"))
+
+
+def tiny_spec(uri: str) -> TinyModelSpec:
+    """``tiny://llama?seed=1&hidden_size=64`` -> :class:`TinyModelSpec`."""
+    arch, _, query = uri.removeprefix("tiny://").partition("?")
+    known = {f.name: f.type for f in fields(TinyModelSpec)}
+    values: dict[str, Any] = {"arch": arch}
+    for key, value in parse_qsl(query):
+        if key not in known:
+            raise ValueError(f"tiny model option {key!r} unknown; use one of {sorted(known)}")
+        values[key] = int(value) if key != "arch" else value
+    return TinyModelSpec(**values)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A ``tiny://`` model is built once per machine into the cache (atomically); other names pass through."""
+    if not name_or_path.startswith("tiny://"):
+        return name_or_path
+    spec = tiny_spec(name_or_path)
+    digest = hashlib.sha256(repr(sorted(asdict(spec).items())).encode()).hexdigest()[:12]
+    target = cache_dir() / "tiny" / f"{spec.arch}-{digest}"
+    if not (target / "model.safetensors").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        save_tiny_model(tmp, spec)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:

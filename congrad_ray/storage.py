@@ -19,6 +19,24 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .errors import ConfigError
+
+
+def is_local_path(uri: str) -> bool:
+    """Whether ``uri`` names a path on this node's filesystem: no URL scheme, or ``file://``. ``s3://``, ``gs://``,
+    ``demo://`` and ``tiny://`` are not local."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def has_glob(path: str) -> bool:
+    """Whether ``path`` holds a glob pattern (``*``, ``?``, ``[``)."""
+    return any(ch in path for ch in "*?[")
+
+
+def missing_local_path(uri: str) -> bool:
+    """Whether ``uri`` is a local path (not a glob) that does not exist; remote URLs are checked where read."""
+    return is_local_path(uri) and not has_glob(uri) and not Location.of(uri).exists()
+
 
 @dataclass(frozen=True)
 class Location:
@@ -29,7 +47,7 @@ class Location:
 
     @staticmethod
     def of(uri: str) -> Location:
-        if "://" in uri and not uri.startswith("file://"):
+        if not is_local_path(uri):
             fs, path = pafs.FileSystem.from_uri(uri)
             return Location(fs, path)
         path = uri.removeprefix("file://")
@@ -112,10 +130,8 @@ def claim_run_dir(uri: str, key: str, fingerprint: str, holds: str, fresh: bool 
     """Create or resume a run directory that belongs to one ``fingerprint`` (of its inputs and settings).
 
     ``fresh`` deletes it first; temporaries a killed writer left are removed; a directory claimed by another
-    fingerprint under ``key`` is refused with a :class:`~congrad_ray.config.ConfigError` naming the fix.
+    fingerprint under ``key`` is refused with a :class:`~congrad_ray.errors.ConfigError` naming the fix.
     """
-    from .config import ConfigError
-
     run = Location.of(uri)
     if fresh:
         run.delete_dir()
@@ -133,7 +149,7 @@ def expand_inputs(paths: list[str]) -> list[Location]:
     found: dict[str, Location] = {}
     for uri in paths:
         loc = Location.of(uri)
-        if any(ch in loc.path for ch in "*?["):
+        if has_glob(loc.path):
             for f in _glob(loc):
                 found[f.uri] = f
             continue
@@ -152,7 +168,7 @@ def expand_inputs(paths: list[str]) -> list[Location]:
 
 def _glob(loc: Location) -> list[Location]:
     parts = loc.path.split("/")
-    fixed = "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))])
+    fixed = "/".join(p for p in parts[: next(i for i, p in enumerate(parts) if has_glob(p))])
     infos = loc.fs.get_file_info(pafs.FileSelector(fixed or "/", recursive=True, allow_not_found=True))
     return [
         Location(loc.fs, i.path) for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, loc.path)

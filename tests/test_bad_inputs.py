@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from congrad_ray.config import ConfigError, load_filter_config
+from congrad_ray.config import load_filter_config
+from congrad_ray.errors import ConfigError
 from tests.filter_helpers import TINY_MODEL, read_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,8 @@ def test_missing_config_file(tmp_path):
 
 
 def test_run_dir_of_another_config_is_refused(tmp_path):
+    from congrad_ray.errors import InputError
     from congrad_ray.pipeline.filter_run import plan
-    from congrad_ray.pipeline.units import InputError
 
     data = write(tmp_path / "in", pa.table(GOOD))
     plan(load_filter_config(None, [], [str(data)], str(tmp_path / "r")))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from congrad_ray.config import ConfigError, FilterConfig, load_filter_config
+from congrad_ray.config import FilterConfig, load_filter_config
+from congrad_ray.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FILTER_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("train-", "iterate-")))

@@ -104,7 +104,7 @@ def test_mean_and_std_skips_non_finite_values():
 def test_settings_load_with_quick_and_overrides():
     from benchmarks.paper.run import flatten
     from benchmarks.paper.settings import load_setting
-    from congrad_ray.config import ConfigError
+    from congrad_ray.errors import ConfigError
 
     small = load_setting("small")
     assert len(small.seeds) >= 3 and len(small.corpus.seen) >= 6 and small.corpus.unseen

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from congrad_ray.config import ConfigError
+from congrad_ray.errors import ConfigError
 from congrad_ray.selfreward.config import IterateConfig, load_iterate_config, resolve_backend
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -95,7 +95,7 @@ def test_one_round_runs_resumes_by_stage_and_writes_the_contract(ray_local, tmp_
     # 3. a finished loop re-run does nothing; a changed data config is refused
     third = run_iterate(cfg)
     assert third["ran_stages"] == [] and len(third["resumed_stages"]) == len(STAGES)
-    from congrad_ray.config import ConfigError
+    from congrad_ray.errors import ConfigError
 
     with pytest.raises(ConfigError, match="another configuration"):
         run_iterate(one_round_config(out, "generation.n=3"))

@@ -236,7 +236,7 @@ def test_parquet_pool_reads_prompt_and_lang_columns(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from congrad_ray.pipeline.units import InputError
+    from congrad_ray.errors import InputError
     from congrad_ray.selfreward.prompts import derived_prompt_id, parquet_pool
 
     pq.write_table(

@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def vllm_backend():
     pytest.importorskip("vllm")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from congrad_ray.engine import resolve_model_path
+    from congrad_ray.models import resolve_model_path
     from congrad_ray.selfreward.backends import BackendSpec, VLLMBackend
 
     path = resolve_model_path("tiny://llama")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from congrad_ray.config import ConfigError
+from congrad_ray.errors import ConfigError
 from congrad_ray.train.config import TrainConfig, load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

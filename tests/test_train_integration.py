@@ -308,8 +308,7 @@ def _merged_equals_adapter(model_dir: Path, adapter_dir: Path, cfg) -> None:
     from peft import PeftModel
 
     from congrad_ray.core import sequence_logps
-    from congrad_ray.engine import resolve_model_path
-    from congrad_ray.models import load_model, load_tokenizer
+    from congrad_ray.models import load_model, load_tokenizer, resolve_model_path
     from congrad_ray.tokenization import collate, tokenize_pair
     from tests.conftest import MIXED_PAIRS
 

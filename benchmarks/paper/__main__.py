@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", type=Path, default=None, metavar="DIR", help="redraw DIR/results.json")
     args = parser.parse_args(argv)
 
-    from congrad_ray.config import ConfigError
+    from congrad_ray.errors import ConfigError
 
     from .report import redraw
     from .run import run_setting

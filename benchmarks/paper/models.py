@@ -18,7 +18,7 @@ from .settings import SettingConfig
 
 
 def models_cache() -> Path:
-    from congrad_ray.engine import cache_dir
+    from congrad_ray.models import cache_dir
 
     return cache_dir() / "models"
 
@@ -44,8 +44,7 @@ def build_tiny_sft(cfg: SettingConfig, seed: int, out: Path) -> str:
     round-0 SFT of ``model.sft`` (none when ``steps`` is 0). Reused when ``out`` holds the same recipe."""
     import torch
 
-    from congrad_ray.engine import tiny_spec
-    from congrad_ray.models import default_tokenizer_corpus, load_model, load_tokenizer, save_tiny_model
+    from congrad_ray.models import default_tokenizer_corpus, load_model, load_tokenizer, save_tiny_model, tiny_spec
 
     recipe = {
         "model": cfg.model.model_dump(mode="json"),

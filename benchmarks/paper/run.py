@@ -352,7 +352,7 @@ def run_setting(
     keep_models: bool = False,
 ) -> dict[str, Any]:
     """Run every seed of the setting, aggregate, write ``results.json``, ``results.md`` and the plots."""
-    from congrad_ray.pipeline.ray_env import ensure_ray
+    from congrad_ray.ray_env import ensure_ray
 
     from .aggregate import aggregate
     from .report import write_report

@@ -116,7 +116,8 @@ class SettingConfig(_Section):
 def load_setting(name_or_path: str, overrides: list[str] = (), quick: bool = False, seeds: int | None = None):
     """``small`` / ``real`` (or a YAML path) -> :class:`SettingConfig`; ``--quick`` applies its ``quick:`` block,
     then ``--set dotted.key=value`` overrides, then ``--seeds N`` (seeds 0..N-1)."""
-    from congrad_ray.config import ConfigError, apply_overrides
+    from congrad_ray.config import apply_overrides
+    from congrad_ray.errors import ConfigError
 
     path = Path(name_or_path)
     if not path.suffix:

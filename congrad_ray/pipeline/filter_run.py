@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..config import ConfigError, FilterConfig
-from ..engine import resolve_model_path
+from ..config import FilterConfig
+from ..core.rows import RowRules
+from ..errors import ConfigError, InputError
+from ..inputs import materialize_inputs
+from ..models import resolve_model_path
 from ..storage import Location, claim_run_dir, expand_inputs
 from . import manifest as manifest_mod
-from .inputs import materialize_inputs
 from .prepare import PrepareSpec, prepare_units
 from .reduce import direction_of, language_gradients, save_direction
 from .select_stage import decide, score_all
 from .sketch_stage import GradientSketcher
-from .units import InputError, Unit, plan_units, units_to_items
-from .validate import RowRules
+from .units import Unit, plan_units, units_to_items
 from .write_stage import WriteSpec, write_units
 
 SKETCH_SECTIONS = ("model", "sketch", "dpo", "languages")
@@ -241,7 +242,7 @@ def write_stage(fr: FilterRun, decisions: pa.Table) -> list[dict[str, Any]]:
 
 def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole filter; returns the manifest."""
-    from .ray_env import ensure_ray
+    from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
     fr = plan(cfg, fresh)
@@ -252,7 +253,7 @@ def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> d
 
 def reselect(cfg: FilterConfig, report: bool = True) -> dict[str, Any]:
     """Score and select again from a finished run's stored sketches (``congrad-ray select``): no model, no GPU."""
-    from .ray_env import ensure_ray
+    from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
     fr = plan(cfg)

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..core.rows import RowRules, bucket_of, check_row
 from ..storage import Location
 from ..tokenization import fits, tokenize_pair
 from .units import Unit, read_unit, unit_from_item
-from .validate import RowRules, bucket_of, check_row
 
 TOKENS = pa.list_(pa.int32())
 STATUS_SCHEMA = pa.schema([("_row", pa.string()), ("id", pa.string()), ("lang", pa.string()), ("reason", pa.string())])

@@ -12,13 +12,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import InputError
 from ..storage import Location
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
-
-
-class InputError(ValueError):
-    """The input cannot be read as a preference dataset; the message is one line naming the fix."""
 
 
 @dataclass(frozen=True)

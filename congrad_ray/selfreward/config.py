@@ -1,5 +1,5 @@
 """The self-rewarding loop's configuration (``congrad-ray iterate``): one YAML, validated before Ray starts, every
-problem reported at once (:class:`~congrad_ray.config.ConfigError`), in the style of the filter's config.
+problem reported at once (:class:`~congrad_ray.errors.ConfigError`), in the style of the filter's config.
 
 Sections: ``run`` (directory, rounds T, seed), ``model`` (the round-1 model), ``prompts`` (the pool), ``generation``
 (backend, N candidates, sampling), ``judge`` (model, template(s), k judgements), ``pairs`` (min gap, length control),
@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config import (
-    ConfigError,
     Section,
     apply_overrides,
     build_config,
@@ -24,6 +23,8 @@ from ..config import (
     load_filter_config,
     load_raw,
 )
+from ..errors import ConfigError
+from ..storage import missing_local_path
 from .templates import template_problems
 
 # Keys of the filter / train configs the loop sets every round (an override of them would be silently replaced).
@@ -206,7 +207,7 @@ def check_iterate_config(cfg: IterateConfig, config_dir: Path | None, check_path
     if cfg.judge.model != "same":
         problems += check_model_source(cfg.judge.model, "judge.model")
     for p in cfg.prompts.paths:
-        if "://" not in p and not any(ch in p for ch in "*?[") and not Path(p).exists():
+        if missing_local_path(p):
             problems.append(f"prompts.paths: {p} does not exist (check the path, or use demo://prompts)")
     if resolve_backend(cfg) == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append(

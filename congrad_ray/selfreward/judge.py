@@ -14,8 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config import ConfigError
 from ..core.judge import parse_score
+from ..errors import ConfigError
 from .config import JudgeSection
 from .inference import derive_seed
 from .templates import fill, resolve_template

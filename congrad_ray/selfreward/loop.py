@@ -29,8 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import ConfigError
-from ..engine import resolve_model_path
+from ..errors import ConfigError
+from ..models import resolve_model_path
 from ..storage import Location, claim_run_dir
 from .config import IterateConfig, resolve_backend
 from .stages import STAGE_FUNCTIONS, STAGE_OUTPUTS, STAGES
@@ -125,7 +125,7 @@ def invalidate_after(rc: RoundContext, stage: str) -> None:
 def run_iterate(cfg: IterateConfig, fresh: bool = False, stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) the loop; returns a summary. ``stop_after="ROUND:STAGE"`` stops once that stage is recorded
     (as if the job had been killed there; for tests and step-by-step runs)."""
-    from ..pipeline.ray_env import ensure_ray
+    from ..ray_env import ensure_ray
     from .report import write_report
 
     if stop_after is not None and not _valid_stop(stop_after):

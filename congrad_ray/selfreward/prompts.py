@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..pipeline.units import InputError
+from ..errors import InputError
 from ..storage import expand_inputs
 
 POOL_SCHEMA = pa.schema(

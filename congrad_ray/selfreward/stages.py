@@ -55,7 +55,7 @@ def backend_spec(cfg: IterateConfig, model_path: str) -> BackendSpec:
 
 
 def _model_path(name: str) -> str:
-    from ..engine import resolve_model_path
+    from ..models import resolve_model_path
 
     return resolve_model_path(name)
 

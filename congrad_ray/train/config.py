@@ -16,7 +16,6 @@ import yaml
 from pydantic import Field, field_validator
 
 from ..config import (
-    ConfigError,
     DPOSection,
     LanguagesSection,
     ModelSection,
@@ -26,6 +25,8 @@ from ..config import (
     check_model_source,
     load_raw,
 )
+from ..errors import ConfigError
+from ..storage import has_glob, is_local_path
 
 
 def _listify(v: Any) -> Any:
@@ -125,16 +126,12 @@ class TrainConfig(Section):
         return ref
 
 
-def _looks_local(path: str) -> bool:
-    return "://" not in path and not any(ch in path for ch in "*?[")
-
-
 def check_data_path(path: str, key: str) -> list[str]:
     """A local path must exist; a filter run directory must have finished (manifest.json) and kept something."""
     if path.startswith("demo://"):
         split = path.removeprefix("demo://") or "train"
         return [] if split in ("train", "heldout") else [f"{key}: {path} unknown; use demo://train or demo://heldout"]
-    if not _looks_local(path):
+    if not is_local_path(path) or has_glob(path):
         return []
     p = Path(path).expanduser()
     if not p.exists():
@@ -151,7 +148,11 @@ def check_data_path(path: str, key: str) -> list[str]:
 
 
 def check_adapter_source(path: str, key: str) -> list[str]:
-    if not _looks_local(path) or not (path.startswith(("/", "./", "../", "~")) or Path(path).exists()):
+    if (
+        not is_local_path(path)
+        or has_glob(path)
+        or not (path.startswith(("/", "./", "../", "~")) or Path(path).exists())
+    ):
         return []  # a hub id
     p = Path(path).expanduser()
     if not (p / "adapter_config.json").is_file():

@@ -1,7 +1,7 @@
 """Training and held-out pairs on Ray Data: resolve inputs, check every row, deterministic shards per worker.
 
 * inputs: ``demo://`` URIs are materialised, a filter run directory stands for its ``kept/``;
-* every row is checked like the filter checks it (:func:`congrad_ray.pipeline.validate.check_row`) and tokenised as
+* every row is checked like the filter checks it (:func:`congrad_ray.core.rows.check_row`) and tokenised as
   TRL tokenises it; a row that cannot be trained on (``null_prompt``, ``prompt_too_long``, ...) is kept as data
   with its reason (``skipped-train.parquet``), never raised;
 * shards: the valid rows are ordered by a hash of the sample id (``_order``) and cut into ``world_size``
@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..pipeline.inputs import materialize_inputs
-from ..pipeline.units import InputError
+from ..errors import InputError
+from ..inputs import materialize_inputs
 from ..storage import Location, expand_inputs
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
@@ -80,8 +80,7 @@ class PrepareSpec:
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(path: str, revision: str | None, trust_remote_code: bool) -> Any:
-    from ..engine import resolve_model_path
-    from ..models import load_tokenizer
+    from ..models import load_tokenizer, resolve_model_path
 
     return load_tokenizer(resolve_model_path(path), revision, trust_remote_code)
 
@@ -95,7 +94,7 @@ def order_key(sample_id: str, row: dict[str, Any] | None = None) -> str:
 
 def prepare_rows(batch: pa.Table, spec: PrepareSpec, split: str) -> pa.Table:
     """Adds ``_split``, ``_id``, ``_lang``, ``_reason`` (None: trainable) and ``_order`` to a batch of rows."""
-    from ..pipeline.validate import RowRules, check_row
+    from ..core.rows import RowRules, check_row
     from ..tokenization import fits, tokenize_pair
 
     tokenizer = _tokenizer(spec.tokenizer_path, spec.revision, spec.trust_remote_code)

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..core import DPOParams
-from ..engine import resolve_model_path
+from ..models import resolve_model_path
 from ..storage import Location
 from .config import TrainConfig
 

@@ -124,8 +124,7 @@ def _callbacks(trainer: Any, spec: WorkerSpec, heldout_table: Any) -> list[Any]:
 
 def _policy(cfg: TrainConfig) -> tuple[Any, Any, Any]:
     """``(tokenizer, model, peft_config)``: a fresh LoRA is left to TRL; an existing adapter is loaded trainable."""
-    from ..engine import resolve_model_path
-    from ..models import load_model, load_tokenizer
+    from ..models import load_model, load_tokenizer, resolve_model_path
 
     m = cfg.model
     path = resolve_model_path(m.name_or_path)  # tiny:// is built on each node, as the filter's actors do
@@ -155,8 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
-    from ..engine import resolve_model_path
-    from ..models import load_model
+    from ..models import load_model, resolve_model_path
     from .data import TEXT_COLUMNS, cap_per_language, collect, pad_shard
     from .shard_trainer import ShardLocalDPOTrainer
 

@@ -22,7 +22,7 @@ import math
 import time
 from typing import Any
 
-from ..pipeline.units import InputError
+from ..errors import InputError
 from ..storage import Location, claim_run_dir
 from .config import TrainConfig
 
@@ -145,7 +145,7 @@ def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
     """Train (or resume) on ``data.train``, export the model, evaluate on ``data.eval``; returns the metrics."""
     from ray.train import Checkpoint
 
-    from ..pipeline.ray_env import ensure_ray
+    from ..ray_env import ensure_ray
     from .export import finalize
     from .loop import WorkerSpec
     from .metrics import build_metrics, write_outputs

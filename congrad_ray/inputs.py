@@ -3,11 +3,11 @@ corpus (:mod:`congrad_ray.demo`), generated once per machine into the cache."""
 
 from __future__ import annotations
 
-from ..engine import cache_dir
+from .models import cache_dir
 
 
 def demo_path(split: str = "train", seed: int = 0) -> str:
-    from ..demo import default_demo_spec, write_corpus
+    from .demo import default_demo_spec, write_corpus
 
     spec = default_demo_spec(seed)
     root = cache_dir() / "demo" / f"seed-{seed}"
