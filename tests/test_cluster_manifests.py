@@ -274,7 +274,10 @@ def test_kuberay_cluster_through_rays_autoscaler_translation(name):
 
 
 def test_rayjob_and_raycluster_run_the_same_cluster():
-    assert load("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"] == load("kuberay-raycluster.yaml")["spec"]
+    job, cluster = load("kuberay-rayjob.yaml"), load("kuberay-raycluster.yaml")
+    assert job["spec"]["rayClusterSpec"] == cluster["spec"]
+    # each gets a Service <metadata.name>-head-svc: both can live in one namespace only under different names
+    assert job["metadata"]["name"] != cluster["metadata"]["name"]
 
 
 def test_rayjob_runtime_env_entrypoint_and_lifecycle():
