@@ -71,37 +71,40 @@ def ec2_model():
 
 def launcher_problems(config: dict) -> list[str]:
     """Everything wrong with a cluster launcher config, by Ray's and botocore's own validators."""
-    from botocore.validate import ParamValidator
+    import jsonschema
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     try:
         prepared = prepare_config(copy.deepcopy(config))
         validate_config(prepared)
-    except Exception as e:  # jsonschema.ValidationError, ValueError: Ray's own messages
+    except (jsonschema.ValidationError, ValueError, KeyError) as e:  # Ray's own messages
         return [f"ray: {str(e).splitlines()[0]}"]
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
-    known = set(schema["properties"]["provider"]["properties"])
+    known = set(schema["properties"]["provider"]["properties"])  # listed, but the schema lets any key through
     problems = [f"provider: unknown key {k!r}" for k in sorted(set(prepared["provider"]) - known)]
-    ec2 = ec2_model()
-    run_instances = ec2.operation_model("RunInstances").input_shape
-    instance_types = set(ec2.shape_for("InstanceType").enum)
     for name, node_type in prepared["available_node_types"].items():
-        node_config = node_type["node_config"]
-        report = ParamValidator().validate({**node_config, "MinCount": 1, "MaxCount": 1}, run_instances)
-        problems += [f"{name}.node_config: {line}" for line in report.generate_report().splitlines()]
-        itype = node_config.get("InstanceType")
-        if itype not in instance_types:
-            problems.append(f"{name}.node_config: unknown InstanceType {itype!r}")
-            continue
-        shape = INSTANCE_SHAPES.get(itype)
-        if shape is None:
-            problems.append(f"{name}: add {itype}'s vCPUs and GPUs to INSTANCE_SHAPES")
-            continue
-        for res, count in node_type["resources"].items():
-            if res in ("CPU", "GPU") and count > shape.get(res, 0):
-                problems.append(f"{name}: declares {res}={count}, {itype} has {shape.get(res, 0)}")
-        if shape.get("GPU", 0) != node_type["resources"].get("GPU", 0):
-            problems.append(f"{name}: {itype} has {shape.get('GPU', 0)} GPUs, declared {node_type['resources']}")
+        problems += node_type_problems(name, node_type)
+    return problems
+
+
+def node_type_problems(name: str, node_type: dict) -> list[str]:
+    """``node_config`` as the EC2 RunInstances call Ray makes with it; resources within the instance's shape."""
+    from botocore.validate import ParamValidator
+
+    node_config, declared = node_type["node_config"], node_type["resources"]
+    run_instances = ec2_model().operation_model("RunInstances").input_shape
+    report = ParamValidator().validate({**node_config, "MinCount": 1, "MaxCount": 1}, run_instances)
+    problems = [f"{name}.node_config: {line}" for line in report.generate_report().splitlines()]
+    itype = node_config.get("InstanceType")
+    if itype not in ec2_model().shape_for("InstanceType").enum:
+        return [*problems, f"{name}.node_config: unknown InstanceType {itype!r}"]
+    if itype not in INSTANCE_SHAPES:
+        return [*problems, f"{name}: add {itype}'s vCPUs and GPUs to INSTANCE_SHAPES"]
+    shape = INSTANCE_SHAPES[itype]
+    if declared.get("CPU", 0) > shape["CPU"]:
+        problems.append(f"{name}: declares CPU={declared['CPU']}, {itype} has {shape['CPU']}")
+    if declared.get("GPU", 0) != shape.get("GPU", 0):
+        problems.append(f"{name}: declares GPU={declared.get('GPU', 0)}, {itype} has {shape.get('GPU', 0)}")
     return problems
 
 
@@ -153,7 +156,7 @@ def test_launcher_pins_ray_installs_the_project_and_uses_the_token():
         ("available_node_types.gpu.node_config.InstanceType", None, "InstanceTyp", 'Unknown parameter in input: "I'),
         ("available_node_types.cpu.node_config.BlockDeviceMappings.0.Ebs.VolumeSize", "200", None, "Invalid type"),
         ("available_node_types.gpu.node_config.InstanceType", "g6e.2xlarg", None, "unknown InstanceType"),
-        ("available_node_types.gpu.resources", {"CPU": 8}, None, "gpu: g6e.2xlarge has 1 GPUs"),
+        ("available_node_types.gpu.resources", {"CPU": 8}, None, "gpu: declares GPU=0, g6e.2xlarge has 1"),
         ("available_node_types.cpu.resources", {"CPU": 32}, None, "cpu: declares CPU=32, m6i.4xlarge has 16"),
     ],
 )
