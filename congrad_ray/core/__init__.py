@@ -5,15 +5,32 @@ from .count_sketch import CountSketch, axis_hash, stream_seed
 from .dpo import DPOParams, DPOTerms, PreferenceBatch, lp_dpo_terms, sequence_logps, token_logps
 from .evaluate import RewardStats, group_stats, macro_average, per_language_stats, reward_stats
 from .judge import ParsedScore, ScoreSummary, parse_score, summarize_scores
-from .measures import conflict_rate, lm_loss, lm_loss_by_group, logprob_margin, mean_and_std, token_nll
+from .measures import (
+    Interval,
+    auroc,
+    conflict_rate,
+    lm_loss,
+    lm_loss_by_group,
+    logprob_margin,
+    mean_and_std,
+    paired_bootstrap,
+    token_nll,
+)
 from .pairs import Candidate, PairDecision, PairRules, choose_pair, merge_duplicates, pair_id
 from .per_sample import SketchedPairs, reference_logps, sketch_pair_gradients
 from .per_sample_loop import per_sample_gradients_loop, sketch_pair_gradients_loop
 from .scope import Scope, scoped_linears, transformer_blocks
-from .selection import Decision, SelectionRule, score, select
-from .surgery import Direction, cosine_matrix, mean_direction, pcgrad
+from .selection import Decision, SelectionRule, agreement_budgets, hybrid_scores, score, select
+from .surgery import Direction, LanguageAgreement, cosine_matrix, language_agreement, mean_direction, pcgrad
 
 __all__ = [
+    "language_agreement",
+    "LanguageAgreement",
+    "hybrid_scores",
+    "agreement_budgets",
+    "paired_bootstrap",
+    "auroc",
+    "Interval",
     "Candidate",
     "CountSketch",
     "DPOParams",

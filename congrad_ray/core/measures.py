@@ -18,11 +18,16 @@ The policy margin of a pair (chosen rows first, as everywhere in core), with ``|
 
 It needs no reference model: the loss/margin baseline of the benchmark ranks pairs by how much the policy itself
 already agrees with the label (the "small-loss" rule of noisy-label learning).
+
+Statistics for comparing arms: :func:`auroc` (how well a score separates pairs known to conflict from clean ones)
+and :func:`paired_bootstrap` (an interval for the difference of two arms' held-out accuracy, resampling seeds and
+held-out pairs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -108,3 +113,83 @@ def mean_and_std(values: Sequence[float] | Mapping[str, float]) -> tuple[float, 
     if v.size == 0:
         return float("nan"), float("nan"), 0
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Separation of two classes by a score: ``P(s_+ > s_-) + P(s_+ = s_-) / 2`` over every (positive, negative)
+    pair (the Mann-Whitney form of the area under the ROC curve). 1 = every positive above every negative, 0.5 = no
+    separation, nan when a class is empty. Computed from mid-ranks (ties share their mean rank), ``O(N log N)``."""
+    s = np.asarray(scores, dtype=np.float64)
+    pos = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, count = np.unique(s, return_inverse=True, return_counts=True)
+    mid_rank = np.concatenate([[0], np.cumsum(count)[:-1]]) + (count + 1) / 2.0
+    rank_sum = float(mid_rank[inverse][pos].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a percentile bootstrap interval at ``level`` from ``n_boot`` resamples."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level, "n": self.n_boot}
+
+
+def macro_mean(values: np.ndarray, groups: np.ndarray) -> float:
+    """Mean over groups of the mean over each group's values (every language weighs the same), for ``[N]`` arrays."""
+    labels = np.asarray(groups).astype(str)
+    return float(np.mean([values[labels == g].mean() for g in sorted(set(labels.tolist()))]))
+
+
+def bootstrap_indices(groups: np.ndarray, n_seeds: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resamples of :func:`paired_bootstrap`: ``seeds [n_boot, S]`` (seeds drawn with replacement) and
+    ``pairs [n_boot, S, N]`` (for each drawn seed, every group's pairs drawn with replacement within the group, so
+    every language keeps its size). numpy ``Generator(PCG64(seed))``: the same call gives the same draws."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(groups).astype(str)
+    seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    pairs = np.empty((n_boot, n_seeds, labels.size), dtype=np.int64)
+    for g in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels == g)
+        pairs[:, :, members] = members[rng.integers(0, members.size, size=(n_boot, n_seeds, members.size))]
+    return seeds, pairs
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, groups: Sequence[str], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """Paired bootstrap interval of the difference ``D = mean_s macro_l mean_{i in l} (a_{s,i} - b_{s,i})``.
+
+    ``a``, ``b``: ``[S, N]`` per-pair outcomes (e.g. 1 if the chosen answer wins) of two arms over the same ``N``
+    held-out pairs in each of ``S`` seeds (row ``s``: seed ``s``; column ``i``: pair ``i``, language ``groups[i]``).
+    Each resample draws seeds with replacement and, within each drawn seed and language, pairs with replacement
+    (:func:`bootstrap_indices`); both arms see the same draws (paired), so what they share cancels. The interval is
+    the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled ``D``; the estimate is ``D`` itself.
+    """
+    a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if a.shape != b.shape:
+        raise ValueError(f"arms have different shapes {a.shape} vs {b.shape}")
+    labels = np.asarray(groups).astype(str)
+    if labels.size != a.shape[1]:
+        raise ValueError(f"{labels.size} groups for {a.shape[1]} pairs")
+    diff = a - b
+    estimate = float(np.mean([macro_mean(row, labels) for row in diff]))
+    seeds, pairs = bootstrap_indices(labels, diff.shape[0], n_boot, seed)
+    resampled = diff[seeds[:, :, None], pairs]  # [n_boot, S, N]
+    names = sorted(set(labels.tolist()))
+    per_group = np.stack([resampled[:, :, labels == g].mean(axis=2) for g in names], axis=2)  # [n_boot, S, G]
+    stats = per_group.mean(axis=2).mean(axis=1)
+    low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(estimate, float(low), float(high), level, n_boot)

@@ -11,11 +11,26 @@
 then ``min_per_language`` tops every language up to that many pairs, best first. Ranks are by score descending, ties
 broken by sample id ascending, so the decision is a function of the set of (id, lang, score) alone. Every row gets a
 reason code.
+
+Beyond the paper (issue 15), two ways for selection to drop more of a language whose pairs go against the others:
+
+* **agreement budgets** (``budgets="agreement"``, for ``top_rho`` and ``random``): the total budget stays
+  ``B = sum_l ceil(rho * n_l)``, but it is shared out by the D'Hondt divisor method over weights
+  ``w_l = n_l * max(a_l, 0)``, where ``a_l`` is the language's agreement with the consensus of the *other*
+  languages (:func:`congrad_ray.core.surgery.language_agreement`); every language first gets its floor
+  ``f_l = min(n_l, max(min_per_language, ceil(floor * n_l)))``. A conflicting language (``a_l <= 0``) keeps its
+  floor only; the pairs it gives up go to the agreeing languages in proportion to their weight (and to the others
+  by size only once the agreeing ones are full, so the budget is always spent).
+* **hybrid score** (:func:`hybrid_scores`): ``(1 - lam) * pct_l(cos_i) + lam * pct_l(m_i)``, the within-language
+  percentiles of the gradient agreement and of the policy's own length-normalised margin ``m_i`` (recorded by the
+  same sketch pass, no second forward), so a pair must agree with the consensus *and* be one the model already
+  leans towards.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +41,7 @@ from torch import Tensor
 from .count_sketch import stream_seed
 
 Rule = Literal["top_rho", "threshold", "global_top_k", "random"]
+Budgets = Literal["uniform", "agreement"]
 
 KEPT_REASONS = {
     "top_rho": "kept_top_rho",
@@ -50,6 +66,8 @@ class SelectionRule:
     top_k: int = 0
     min_per_language: int = 0
     seed: int = 0
+    budgets: Budgets = "uniform"
+    budget_floor: float = 0.1
 
 
 def score(sketches: Tensor, direction: Tensor, kind: Literal["cosine", "dot"] = "cosine") -> Tensor:
@@ -89,8 +107,17 @@ def rank_order(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.lexsort((ids, -scores))
 
 
-def select(scores: np.ndarray, langs: np.ndarray, ids: np.ndarray, rule: SelectionRule) -> Decision:
-    """Apply ``rule`` to ``scores [N]`` of rows with languages ``langs [N]`` and unique ``ids [N]`` (strings)."""
+def select(
+    scores: np.ndarray,
+    langs: np.ndarray,
+    ids: np.ndarray,
+    rule: SelectionRule,
+    agreement: Mapping[str, float] | None = None,
+) -> Decision:
+    """Apply ``rule`` to ``scores [N]`` of rows with languages ``langs [N]`` and unique ``ids [N]`` (strings).
+
+    ``agreement`` (language -> ``a_l``) is needed by ``budgets="agreement"``; a language missing from it counts as
+    not agreeing (``a_l = 0``)."""
     scores = np.asarray(scores, dtype=np.float64)
     langs, ids = np.asarray(langs).astype(str), np.asarray(ids).astype(str)
     n = len(scores)
@@ -99,8 +126,22 @@ def select(scores: np.ndarray, langs: np.ndarray, ids: np.ndarray, rule: Selecti
     order = rank_order(scores, ids)
     lang_rank = _rank_within_language(order, langs)
     if rule.rule in ("top_rho", "random"):
-        _, inverse, counts = np.unique(langs, return_inverse=True, return_counts=True)
-        quota = np.array([math.ceil(rule.rho * c) for c in counts], dtype=np.int64)
+        names, inverse, counts = np.unique(langs, return_inverse=True, return_counts=True)
+        if rule.budgets == "agreement":
+            if agreement is None:
+                raise ValueError("budgets 'agreement' needs the per-language agreement a_l")
+            budget = agreement_budgets(
+                dict(zip(names.tolist(), counts.tolist())),
+                agreement,
+                rule.rho,
+                rule.budget_floor,
+                rule.min_per_language,
+            )
+            quota = np.array([budget[name] for name in names.tolist()], dtype=np.int64)
+        elif rule.budgets == "uniform":
+            quota = np.array([math.ceil(rule.rho * c) for c in counts], dtype=np.int64)
+        else:
+            raise ValueError(f"unknown budgets {rule.budgets!r}: use 'uniform' or 'agreement'")
         keep = lang_rank < quota[inverse]
     elif rule.rule == "threshold":
         keep = scores > rule.tau
@@ -128,3 +169,60 @@ def _rank_within_language(order: np.ndarray, langs: np.ndarray) -> np.ndarray:
     rank = np.empty(n, dtype=np.int64)
     rank[by_lang] = np.arange(n) - group_start
     return rank
+
+
+def agreement_budgets(
+    counts: Mapping[str, int], agreement: Mapping[str, float], rho: float, floor: float, minimum: int = 0
+) -> dict[str, int]:
+    """Per-language quotas ``q_l`` from agreement (module docstring): floors first, then the rest of the budget
+    ``B = sum_l ceil(rho * n_l)`` seat by seat to the language with the largest ``w_l / (q_l + 1)`` among those
+    not yet full, ties to the language that sorts first; once every agreeing language (``w_l > 0``) is full, the
+    seats left go the same way to the others by their sizes ``n_l``, so the budget is always spent. The seats are
+    taken all at once here: the ``R`` best of every candidate ``(tier, -w_l / s, l)`` for ``s = f_l + 1 .. n_l``
+    (the D'Hondt divisor method).
+
+    If the floors alone exceed ``B`` the floors are the quotas (no language is emptied, whatever the budget)."""
+    langs = sorted(counts)
+    n = {lang: int(counts[lang]) for lang in langs}
+    budget = sum(math.ceil(rho * n[lang]) for lang in langs)
+    quota = {lang: min(n[lang], max(minimum, math.ceil(floor * n[lang]))) for lang in langs}
+    weights = {lang: n[lang] * max(float(agreement.get(lang, 0.0)), 0.0) for lang in langs}
+    weights = {lang: w if math.isfinite(w) else 0.0 for lang, w in weights.items()}
+    rest = budget - sum(quota.values())
+    if rest <= 0:
+        return quota
+    seats = [
+        (0, -(weights[lang] / s), lang) if weights[lang] > 0 else (1, -(n[lang] / s), lang)
+        for lang in langs
+        for s in range(quota[lang] + 1, n[lang] + 1)
+    ]
+    seats.sort()
+    for _, _, lang in seats[:rest]:
+        quota[lang] += 1
+    return quota
+
+
+def within_language_percentiles(values: np.ndarray, langs: np.ndarray) -> np.ndarray:
+    """``(r_i - 0.5) / n_l`` with ``r_i`` the mid-rank (ties share the mean rank) of ``values[i]`` among the
+    ``n_l`` values of its language, ascending: in ``(0, 1)``, the same scale for every language. float64 ``[N]``."""
+    values = np.asarray(values, dtype=np.float64)
+    langs = np.asarray(langs).astype(str)
+    out = np.empty(len(values), dtype=np.float64)
+    for lang in np.unique(langs):
+        idx = np.flatnonzero(langs == lang)
+        v = values[idx]
+        uniq, inverse, count = np.unique(v, return_inverse=True, return_counts=True)
+        below = np.concatenate([[0], np.cumsum(count)[:-1]])
+        mid_rank = below + (count + 1) / 2.0
+        out[idx] = (mid_rank[inverse] - 0.5) / len(v)
+    return out
+
+
+def hybrid_scores(cosine: np.ndarray, margin: np.ndarray, langs: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * pct_l(cosine_i) + weight * pct_l(margin_i)`` (:func:`within_language_percentiles`),
+    ``[N]`` float64; ``weight = 0`` ranks like the cosine, ``weight = 1`` like the margin."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"hybrid weight must lie in [0, 1] (got {weight})")
+    return (1.0 - weight) * within_language_percentiles(cosine, langs) + weight * within_language_percentiles(
+        margin, langs
+    )

@@ -70,3 +70,49 @@ def mean_direction(g: Tensor, langs: list[str]) -> Direction:
     cos = cosine_matrix(g)
     order = sorted(range(len(langs)), key=lambda j: langs[j])
     return Direction(list(langs), g[order].mean(dim=0), g.clone(), cos, cos, 0)
+
+
+@dataclass
+class LanguageAgreement:
+    """Per language ``l`` (rows in ``langs`` order), each ``[L]`` float64:
+
+    * ``before``: ``cos(G_l, g*)``, the language's own gradient against the consensus;
+    * ``after``: ``cos(p_l, g*)``, its projected gradient (what surgery made of it) against the consensus;
+    * ``others``: ``cos(G_l, sum_{m != l} G_m)``, against the plain mean of the *other* languages' gradients, so a
+      language cannot agree with itself, and surgery (which can project a shared component out of everyone when one
+      language opposes it) does not hide who conflicts; 0 when it is alone. This is ``a_l`` of the agreement
+      budgets (:func:`congrad_ray.core.selection.agreement_budgets`).
+    """
+
+    langs: list[str]
+    before: Tensor
+    after: Tensor
+    others: Tensor
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            lang: {"before": float(self.before[j]), "after": float(self.after[j]), "others": float(self.others[j])}
+            for j, lang in enumerate(self.langs)
+        }
+
+
+def _cos_rows(m: Tensor, v: Tensor) -> Tensor:
+    """Cosine of each row of ``m [L, k]`` with ``v [k]`` or with the matching row of ``v [L, k]`` (0 for zeros)."""
+    v = v.expand_as(m) if v.dim() == 1 else v
+    denom = m.norm(dim=1) * v.norm(dim=1)
+    dots = (m * v).sum(dim=1)
+    return torch.where(denom > 0, dots / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(dots))
+
+
+def language_agreement(g: Tensor, direction: Direction) -> LanguageAgreement:
+    """:class:`LanguageAgreement` of the language gradients ``g [L, k]`` (row ``j`` is ``G_{direction.langs[j]}``)
+    with the direction computed from them."""
+    g = g.to(torch.float64)
+    g_star = direction.g_star.to(torch.float64)
+    others = g.sum(dim=0)[None, :] - g
+    return LanguageAgreement(
+        list(direction.langs),
+        _cos_rows(g, g_star),
+        _cos_rows(direction.projected.to(torch.float64), g_star),
+        _cos_rows(g, others),
+    )
