@@ -37,6 +37,11 @@ class InputSection(Section):
     ref_chosen_column: str = "ref_chosen_logps"
     ref_rejected_column: str = "ref_rejected_logps"
     rows_per_unit: int = Field(4096, ge=1, description="rows read and validated per task")
+    truth_column: str | None = Field(
+        "is_flipped",
+        description="optional boolean column marking pairs known to conflict (benchmarks, audits; never read by the "
+        "filter): when the input has it, the report shows per language how the scores separate them",
+    )
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -125,7 +130,13 @@ class SurgerySection(Section):
 
 
 class ScoreSection(Section):
-    kind: Literal["cosine", "dot"] = "cosine"
+    kind: Literal["cosine", "dot", "hybrid", "margin"] = Field(
+        "cosine",
+        description="cosine (the paper): cos(S(g_i), g*); dot: <S(g_i), g*>; hybrid: (1 - hybrid_weight) x the "
+        "within-language percentile of the cosine + hybrid_weight x that of the policy's own length-normalised "
+        "margin (recorded by the same sketch pass); margin: the policy margin alone (the loss/margin baseline)",
+    )
+    hybrid_weight: float = Field(0.5, ge=0, le=1, description="weight of the policy margin in the hybrid score")
 
 
 class SelectionSection(Section):
@@ -136,11 +147,27 @@ class SelectionSection(Section):
     tau: float = 0.0
     top_k: int = Field(0, ge=0)
     min_per_language: int = Field(1, ge=0)
+    budgets: Literal["uniform", "agreement"] = Field(
+        "uniform",
+        description="top_rho/random quotas. uniform (the paper): ceil(rho n_l) per language; agreement: the same "
+        "total, shared by D'Hondt over n_l max(a_l, 0), a_l = cos(G_l, mean of the other languages' G_m), after "
+        "floors, so a language whose gradient conflicts with the others gives up its pairs down to its floor",
+    )
+    budget_floor: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="agreement budgets: every language keeps at least this fraction (and min_per_language)",
+    )
 
     @model_validator(mode="after")
     def _top_k_needs_value(self) -> SelectionSection:
         if self.rule == "global_top_k" and self.top_k < 1:
             raise ValueError("rule global_top_k needs top_k >= 1 (set selection.top_k)")
+        if self.budgets == "agreement" and self.rule not in ("top_rho", "random"):
+            raise ValueError(
+                f"budgets 'agreement' shares the top_rho budget; use rule top_rho or random (got {self.rule})"
+            )
         return self
 
 

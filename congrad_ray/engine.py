@@ -81,7 +81,8 @@ class SketchEngine:
         """``S(g_i)`` for one micro-batch of pairs (``ref``: ``[2B]`` precomputed log-probs, chosen rows first)."""
         batch = self.batch(pairs, ref)
         out = _sketch(self.policy, batch, self.reference_logps(batch), self.linears, self.sketch, self.dpo)
-        return SketchedPairs(out.sketch.cpu(), out.loss.cpu(), out.z.cpu(), out.n_tokens.cpu())
+        margin = None if out.policy_margin is None else out.policy_margin.cpu()
+        return SketchedPairs(out.sketch.cpu(), out.loss.cpu(), out.z.cpu(), out.n_tokens.cpu(), margin)
 
 
 def _with_lora(model: Any, lora: Any, seed: int) -> Any:

@@ -9,6 +9,7 @@ from .measures import (
     Interval,
     auroc,
     conflict_rate,
+    language_separation,
     lm_loss,
     lm_loss_by_group,
     logprob_margin,
@@ -24,6 +25,7 @@ from .selection import Decision, SelectionRule, agreement_budgets, hybrid_scores
 from .surgery import Direction, LanguageAgreement, cosine_matrix, language_agreement, mean_direction, pcgrad
 
 __all__ = [
+    "language_separation",
     "language_agreement",
     "LanguageAgreement",
     "hybrid_scores",

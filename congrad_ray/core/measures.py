@@ -193,3 +193,28 @@ def paired_bootstrap(
     stats = per_group.mean(axis=2).mean(axis=1)
     low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(low), float(high), level, n_boot)
+
+
+def language_separation(
+    scores: Sequence[float], groups: Sequence[str], conflicting: Sequence[bool]
+) -> dict[str, dict[str, float | int]]:
+    """Per group (language), how a score sits on pairs known to conflict against the clean ones:
+    ``{group: {"n", "conflicting", "clean_mean", "conflicting_mean", "auroc"}}`` where ``auroc`` is
+    :func:`auroc` with the clean pairs as positives (1: every clean pair scores above every conflicting one; 0.5: no
+    separation; nan: a class is empty). Non-finite scores are left out."""
+    s = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(groups).astype(str)
+    bad = np.asarray(conflicting, dtype=bool)
+    finite = np.isfinite(s)
+    out: dict[str, dict[str, float | int]] = {}
+    for g in sorted(set(labels[finite].tolist())):
+        m = finite & (labels == g)
+        clean, conf = s[m & ~bad], s[m & bad]
+        out[g] = {
+            "n": int(m.sum()),
+            "conflicting": int(conf.size),
+            "clean_mean": float(clean.mean()) if clean.size else float("nan"),
+            "conflicting_mean": float(conf.mean()) if conf.size else float("nan"),
+            "auroc": auroc(s[m], ~bad[m]),
+        }
+    return out

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .count_sketch import CountSketch
 from .dpo import DPOParams, PreferenceBatch, lp_dpo_terms, sequence_logps
+from .measures import logprob_margin
 
 
 @dataclass
@@ -32,12 +33,16 @@ class SketchedPairs:
         loss: ``loss_i``, ``[B]``.
         z: the LP-DPO logit ``z_i`` (its sign says whether the policy already prefers ``y^w``), ``[B]``.
         n_tokens: completion tokens of chosen + rejected, ``[B]``.
+        policy_margin: the policy's own length-normalised margin ``log pi(y^w|x)/|y^w| - log pi(y^l|x)/|y^l|``
+            (:func:`~congrad_ray.core.measures.logprob_margin`) from the same forward, ``[B]`` float64; unlike ``z``
+            it is informative when the reference is the policy itself (the hybrid score reads it).
     """
 
     sketch: Tensor
     loss: Tensor
     z: Tensor
     n_tokens: Tensor
+    policy_margin: Tensor | None = None
 
 
 class _OuterProductSketcher:
@@ -143,6 +148,7 @@ def sketch_pair_gradients(
         loss=terms.loss.detach(),
         z=terms.z.detach(),
         n_tokens=lengths[:b] + lengths[b:],
+        policy_margin=logprob_margin(policy.detach(), lengths),
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import FilterConfig
+from ..core import language_agreement
 from ..core.rows import RowRules
 from ..errors import ConfigError, InputError
 from ..inputs import materialize_inputs
@@ -196,17 +197,19 @@ def select_stage(fr: FilterRun) -> pa.Table:
     present = merged_partials(run, cfg.sketch.k).langs
     seen = seen_languages(cfg, present)
     langs, g, counts = language_gradients(run, cfg, seen)
-    g_star, per_language = np.zeros(cfg.sketch.k), None
+    g_star, per_language, agreement = np.zeros(cfg.sketch.k), None, None
     if langs:  # else every row is invalid or unseen: nothing to score, the outputs still get written
         direction = direction_of(cfg, langs, g)
-        save_direction(run, direction, g, counts)
+        per_lang = language_agreement(g, direction)
+        save_direction(run, direction, g, counts, per_lang)
+        agreement = {lang: float(a) for lang, a in zip(per_lang.langs, per_lang.others)}
         g_star = direction.g_star.numpy()
         if cfg.surgery.method == "per_language":
             per_language = {lang: g[j].numpy() for j, lang in enumerate(langs)}
     fr.stage("reduce", time.perf_counter() - t0)
     t1 = time.perf_counter()
     scored = score_all(run, g_star, cfg.score.kind, per_language, cfg.resources.driver_score_max_mb)
-    decisions = decide(scored, cfg, seen)
+    decisions = decide(scored, cfg, seen, agreement)
     scores_file.write_table(decisions)
     state.write_json({"fingerprint": fp, "seen": seen})
     fr.stage("score_select", time.perf_counter() - t1)
@@ -271,7 +274,7 @@ def _finish(fr: FilterRun, report: bool, t0: float) -> dict[str, Any]:
         from .report import write_report
 
         t1 = time.perf_counter()
-        write_report(fr.run, decisions, records)
+        write_report(fr.run, decisions, records, fr.cfg.input.truth_column)
         fr.stage("report", time.perf_counter() - t1)
     fr.stage("total", time.perf_counter() - t0)
     manifest = manifest_mod.build(fr.cfg, fr.run, records, fr.timings, fr.skipped, _scores_summary(decisions))

@@ -12,7 +12,16 @@ import pyarrow as pa
 import torch
 
 from ..config import FilterConfig
-from ..core import Direction, EMASegment, LanguageSums, ema_combine, ema_segment, mean_direction, pcgrad
+from ..core import (
+    Direction,
+    EMASegment,
+    LanguageAgreement,
+    LanguageSums,
+    ema_combine,
+    ema_segment,
+    mean_direction,
+    pcgrad,
+)
 from ..storage import Location
 from .sketch_stage import read_partials
 
@@ -93,7 +102,9 @@ def direction_of(cfg: FilterConfig, langs: list[str], g: torch.Tensor) -> Direct
     return mean_direction(g, langs)  # "mean", and the reported g* of "per_language"
 
 
-def save_direction(run: Location, d: Direction, g: torch.Tensor, counts: list[int]) -> None:
+def save_direction(
+    run: Location, d: Direction, g: torch.Tensor, counts: list[int], agreement: LanguageAgreement | None = None
+) -> None:
     import io
 
     buf = io.BytesIO()
@@ -115,6 +126,7 @@ def save_direction(run: Location, d: Direction, g: torch.Tensor, counts: list[in
             "g_star_norm": float(d.g_star.norm()),
             "cosine_before": d.cosine_before.tolist(),
             "cosine_after": d.cosine_after.tolist(),
+            **({"agreement": agreement.as_dict()} if agreement is not None else {}),
         }
     )
 

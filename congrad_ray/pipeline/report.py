@@ -130,7 +130,86 @@ def _html(markdown: str) -> str:
     return f"<!doctype html><html><meta charset='utf-8'><title>congrad-ray report</title><body>{joined}</body></html>"
 
 
-def write_report(run: Location, decisions: pa.Table, records: list[dict[str, Any]]) -> Location:
+def _truth(run: Location, column: str | None) -> dict[str, bool] | None:
+    """``id -> conflicting`` from ``kept/`` and ``dropped/`` when the input carried ``column``, else None."""
+    if not column:
+        return None
+    out: dict[str, bool] = {}
+    for name in ("kept", "dropped"):
+        for f in run.join(name).list(".parquet"):
+            table = f.read_table()
+            if column not in table.column_names:
+                return None
+            out.update(zip(table.column("id").to_pylist(), (bool(x) for x in table.column(column).to_pylist())))
+    return out or None
+
+
+def language_diagnosis(
+    decisions: pa.Table, agreement: dict[str, dict[str, float]] | None, truth: dict[str, bool] | None
+) -> dict[str, dict[str, Any]]:
+    """Per seen language: rows scored and kept, its agreement with the consensus (``cos(G_l, g*)`` before surgery,
+    ``cos(p_l, g*)`` after, ``cos(G_l, others)``) and, with ground truth, how the scores of its conflicting pairs sit
+    against its clean ones (:func:`congrad_ray.core.language_separation`, on the ranking score)."""
+    from ..core import language_separation
+
+    agreement = agreement or {}
+    status = decisions.column("status").to_numpy(zero_copy_only=False)
+    ok = status == "ok"
+    table = decisions.filter(pa.array(ok))
+    langs = np.asarray(table.column("lang").to_pylist(), dtype=str)
+    keep = np.asarray(table.column("keep").to_pylist(), dtype=bool)
+    scores = table.column("score").to_numpy(zero_copy_only=False)
+    out: dict[str, dict[str, Any]] = {}
+    for lang in sorted(agreement):
+        m = langs == lang
+        out[lang] = {"n": int(m.sum()), "kept": int(keep[m].sum()), **agreement[lang]}
+    if truth is not None:
+        ids = table.column("id").to_pylist()
+        flags = np.array([truth.get(i, False) for i in ids], dtype=bool)
+        kept_bad = {lang: int((keep & flags & (langs == lang)).sum()) for lang in out}
+        for lang, sep in language_separation(scores, langs, flags).items():
+            if lang in out:
+                out[lang].update(sep, conflicting_kept=kept_bad[lang])
+    return out
+
+
+def diagnosis_markdown(diagnosis: dict[str, dict[str, Any]]) -> list[str]:
+    """The per-language diagnosis as Markdown lines (a heading, a table, a legend)."""
+    if not diagnosis:
+        return []
+    truth = any("auroc" in d for d in diagnosis.values())
+
+    def f(v: Any, digits: int = 2) -> str:
+        return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:+.{digits}f}"
+
+    head = "| language | scored | kept | cos(G_l, g*) before | cos(p_l, g*) after | cos(G_l, others) |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if truth:
+        head += " conflicting (kept) | mean score clean / conflicting | separation (AUROC) |"
+        rule += "---:|---:|---:|"
+    lines = ["", "## Per-language diagnosis", "", head, rule]
+    for lang, d in diagnosis.items():
+        row = f"| {lang} | {d['n']} | {d['kept']} | {f(d.get('before'))} | {f(d.get('after'))} | {f(d.get('others'))} |"
+        if truth:
+            sep = d.get("auroc")
+            row += (
+                f" {d.get('conflicting', 0)} ({d.get('conflicting_kept', 0)}) |"
+                f" {f(d.get('clean_mean'))} / {f(d.get('conflicting_mean'))} |"
+                f" {'–' if sep is None or not np.isfinite(sep) else f'{sep:.2f}'} |"
+            )
+        lines.append(row)
+    lines += [
+        "",
+        "cos(G_l, others): the language's gradient against the mean of the other languages' (negative: it conflicts;"
+        " the agreement budgets read it). Separation: the probability that a clean pair of the language outscores a"
+        " conflicting one (1 = every conflicting pair ranks below every clean one, 0.5 = none separated).",
+    ]
+    return lines
+
+
+def write_report(
+    run: Location, decisions: pa.Table, records: list[dict[str, Any]], truth_column: str | None = None
+) -> Location:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +220,10 @@ def write_report(run: Location, decisions: pa.Table, records: list[dict[str, Any
         report.join("conflict_heatmap.png").write_bytes(_heatmaps(direction))
     report.join("score_histograms.png").write_bytes(_histograms(decisions))
     report.join("kept_fraction.png").write_bytes(_kept_fraction(counts["per_language"]))
-    md = summary_markdown(counts, direction)
+    agreement = run.join("direction", "direction.json").read_json().get("agreement") if direction else None
+    diagnosis = language_diagnosis(decisions, agreement, _truth(run, truth_column))
+    report.join("diagnosis.json").write_json(diagnosis)
+    md = summary_markdown(counts, direction) + "\n".join(diagnosis_markdown(diagnosis)) + "\n"
     report.join("summary.md").write_bytes(md.encode())
     report.join("summary.html").write_bytes(_html(md).encode())
     return report

@@ -1,6 +1,12 @@
-"""Score every sketched pair against ``g*`` (on the driver, or Ray Data over a large sketch store) and decide."""
+"""Score every sketched pair against ``g*`` (on the driver, or Ray Data over a large sketch store) and decide.
+
+``score`` is what the rule ranks by; ``gradient_score`` is the pair's cosine (or dot) with ``g*`` whatever the score
+kind (the two differ for ``hybrid`` and ``margin``, which also read the policy's own margin from the sketch store).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -8,7 +14,8 @@ import pyarrow.compute as pc
 import torch
 
 from ..config import FilterConfig
-from ..core import SelectionRule, score, select
+from ..core import SelectionRule, hybrid_scores, score, select
+from ..errors import ConfigError
 from ..storage import Location
 
 SCORE_SCHEMA = pa.schema(
@@ -20,6 +27,7 @@ SCORE_SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("loss", pa.float32()),
         ("margin", pa.float32()),
+        ("policy_margin", pa.float32()),
         ("n_tokens", pa.int64()),
     ]
 )
@@ -38,15 +46,18 @@ def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: di
         if per_language is not None:
             langs = rows.column("lang").to_pylist()
             direction = torch.tensor(np.stack([per_language.get(lang, g_star) for lang in langs]))
-        values[ok] = score(torch.from_numpy(sketches), direction, kind).numpy()
+        values[ok] = score(torch.from_numpy(sketches), direction, "dot" if kind == "dot" else "cosine").numpy()
     rest = batch.drop_columns(["sketch"])
+    if "policy_margin" not in rest.column_names:  # a sketch store written before the column existed
+        rest = rest.append_column("policy_margin", pa.nulls(rest.num_rows, pa.float32()))
     return rest.append_column("score", pa.array(values, pa.float64())).select(SCORE_COLUMNS)
 
 
 def score_all(
     run: Location, g_star: np.ndarray, kind: str, per_language: dict | None = None, driver_max_mb: float = 0.0
 ) -> pa.Table:
-    """``(id, _row, lang, status, score, loss, margin, n_tokens)`` for every row of the sketch store, sorted by id.
+    """``(id, _row, lang, status, score, loss, margin, policy_margin, n_tokens)`` for every row of the sketch store,
+    sorted by id; ``score`` is the gradient score (cosine, or dot for ``kind`` dot).
 
     A store of at most ``driver_max_mb`` is read and scored here, one bucket file at a time (a second Ray Data job
     costs seconds of scheduling for a few megabytes); a larger one is scored by Ray Data tasks next to the data.
@@ -70,8 +81,28 @@ def score_all(
     return pa.concat_tables([SCORE_SCHEMA.empty_table(), *tables]).sort_by([("id", "ascending"), ("_row", "ascending")])
 
 
-def decide(scored: pa.Table, cfg: FilterConfig, seen: list[str]) -> pa.Table:
-    """Add ``keep``, ``reason`` and ``rank`` (within language) to the scored rows; duplicates keep their reason."""
+def ranking_scores(gradient: np.ndarray, policy_margin: np.ndarray, langs: np.ndarray, cfg: FilterConfig) -> np.ndarray:
+    """What the rule ranks by: the gradient score, the policy margin, or the hybrid of the two."""
+    kind = cfg.score.kind
+    if kind in ("cosine", "dot"):
+        return gradient
+    if not np.isfinite(policy_margin).all():
+        raise ConfigError(
+            [
+                f"score.kind {kind} reads the policy margin, which this run's sketch store lacks (sketched by an "
+                "older version): re-run `congrad-ray filter` with --fresh, or use score.kind cosine"
+            ]
+        )
+    if kind == "margin":
+        return policy_margin.astype(np.float64)
+    return hybrid_scores(gradient, policy_margin, langs, cfg.score.hybrid_weight)
+
+
+def decide(
+    scored: pa.Table, cfg: FilterConfig, seen: list[str], agreement: Mapping[str, float] | None = None
+) -> pa.Table:
+    """Add ``keep``, ``reason`` and ``rank`` (within language) to the scored rows, and ``gradient_score``; ``score``
+    becomes the ranking score. Duplicates keep their reason. ``agreement``: ``a_l`` per seen language."""
     status = scored.column("status").to_numpy(zero_copy_only=False)
     langs = scored.column("lang").to_numpy(zero_copy_only=False).astype(str)
     ok = status == "ok"
@@ -80,15 +111,20 @@ def decide(scored: pa.Table, cfg: FilterConfig, seen: list[str]) -> pa.Table:
     reason = status.astype(object).copy()
     reason[ok & ~trainable] = UNSEEN
     rank = np.full(scored.num_rows, -1, dtype=np.int64)
+    gradient = scored.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    ranking = gradient.copy()
     if trainable.any() and seen:
         s = cfg.selection
-        rule = SelectionRule(s.rule, s.rho, s.tau, s.top_k, s.min_per_language, cfg.run.seed)
+        rule = SelectionRule(s.rule, s.rho, s.tau, s.top_k, s.min_per_language, cfg.run.seed, s.budgets, s.budget_floor)
         ids = scored.column("id").to_numpy(zero_copy_only=False).astype(str)
-        scores = scored.column("score").to_numpy(zero_copy_only=False)
-        d = select(scores[trainable], langs[trainable], ids[trainable], rule)
+        margins = scored.column("policy_margin").to_numpy(zero_copy_only=False).astype(np.float64)
+        ranking[trainable] = ranking_scores(gradient[trainable], margins[trainable], langs[trainable], cfg)
+        d = select(ranking[trainable], langs[trainable], ids[trainable], rule, agreement)
         keep[trainable], reason[trainable], rank[trainable] = d.keep, d.reason, d.rank
     return (
-        scored.append_column("keep", pa.array(keep))
+        scored.set_column(scored.schema.get_field_index("score"), "score", pa.array(ranking, pa.float64()))
+        .append_column("gradient_score", pa.array(gradient, pa.float64()))
+        .append_column("keep", pa.array(keep))
         .append_column("reason", pa.array(reason.tolist(), pa.string()))
         .append_column("rank", pa.array(rank))
     )

@@ -3,7 +3,7 @@
 Inside a bucket, duplicates of an id keep the row with the smallest ``_row`` and the others are recorded as
 ``duplicate_id``; pairs are ordered by (length, id) and cut into micro-batches, so each pair's sketch depends on the
 bucket's content only, never on which actor or which block it came in. Two files per bucket, each atomic:
-``sketches/<bucket>.parquet`` (id, _row, lang, status, sketch, loss, margin, n_tokens) and then
+``sketches/<bucket>.parquet`` (id, _row, lang, status, sketch, loss, margin, policy_margin, n_tokens) and then
 ``partials/<bucket>.parquet`` (per-language sum and count, float64, summed in id order), whose presence marks the
 bucket done.
 """
@@ -95,6 +95,7 @@ class GradientSketcher:
         k = self.engine.sketch.k
         sketches = torch.zeros(n, k)
         loss, margin, n_tokens = torch.zeros(n), torch.zeros(n), torch.zeros(n, dtype=torch.long)
+        policy_margin = torch.full((n,), float("nan"), dtype=torch.float64)
         for s in range(0, n, self.batch_size):
             idx = order[s : s + self.batch_size]
             pairs = [TokenizedPair(data["prompt_ids"][i], data["chosen_ids"][i], data["rejected_ids"][i]) for i in idx]
@@ -103,6 +104,8 @@ class GradientSketcher:
                 ref = torch.tensor([data["ref_chosen"][i] for i in idx] + [data["ref_rejected"][i] for i in idx])
             out = self.engine.sketch_pairs(pairs, ref)
             sketches[idx], loss[idx], margin[idx], n_tokens[idx] = out.sketch, out.loss, out.z, out.n_tokens
+            if out.policy_margin is not None:
+                policy_margin[idx] = out.policy_margin.to(torch.float64)
         by_id = sorted(range(n), key=lambda i: data["id"][i])
         langs = [data["lang"][i] for i in by_id]
         sums = (
@@ -121,6 +124,7 @@ class GradientSketcher:
                 ),
                 "loss": pa.array(loss[by_id].numpy(), pa.float32()),
                 "margin": pa.array(margin[by_id].numpy(), pa.float32()),
+                "policy_margin": pa.array(policy_margin[by_id].numpy(), pa.float32()),
                 "n_tokens": pa.array(n_tokens[by_id].numpy(), pa.int64()),
             }
         )

@@ -72,9 +72,16 @@ def _reference(cfg: TrainConfig, reference_mode: str) -> Any:
 
 
 def evaluate_model(
-    model_dir: str, cfg: TrainConfig, reference_mode: str, heldout: pa.Table, groups: dict[str, list[str]]
+    model_dir: str,
+    cfg: TrainConfig,
+    reference_mode: str,
+    heldout: pa.Table,
+    groups: dict[str, list[str]],
+    pairs_out: Location | None = None,
 ) -> dict[str, Any]:
-    """Per-language / per-group held-out statistics of the saved model in ``model_dir`` against the reference."""
+    """Per-language / per-group held-out statistics of the saved model in ``model_dir`` against the reference;
+    with ``pairs_out``, also every pair's implicit rewards there (``id, lang, chosen_reward, rejected_reward,
+    margin``: what paired statistics between runs need)."""
     import torch
 
     from ..models import load_model, load_tokenizer
@@ -90,7 +97,24 @@ def evaluate_model(
     del reference
     policy = load_model(model_dir, m.dtype, None, m.trust_remote_code, m.attn_implementation).to(device)
     policy_logps, _ = heldout_logps(policy, *args)
-    return reward_metrics(policy_logps, ref_logps, lengths, held.langs, DPOParams(d.beta, d.alpha), groups)
+    params = DPOParams(d.beta, d.alpha)
+    if pairs_out is not None:
+        from ..core import lp_dpo_terms
+
+        terms = lp_dpo_terms(policy_logps, ref_logps, lengths, params)
+        w, lo = terms.chosen_reward.double(), terms.rejected_reward.double()
+        pairs_out.write_table(
+            pa.table(
+                {
+                    "id": pa.array(held.ids, pa.string()),
+                    "lang": pa.array(held.langs, pa.string()),
+                    "chosen_reward": pa.array(w.numpy()),
+                    "rejected_reward": pa.array(lo.numpy()),
+                    "margin": pa.array((w - lo).numpy()),
+                }
+            )
+        )
+    return reward_metrics(policy_logps, ref_logps, lengths, held.langs, params, groups)
 
 
 def finalize(
@@ -118,7 +142,9 @@ def finalize(
         }
     }
     if heldout is not None and heldout.num_rows:
-        result["final"] = evaluate_model(str(staging / "model"), cfg, reference_mode, heldout, groups)
+        pairs = out.join("eval_pairs.parquet")
+        result["final"] = evaluate_model(str(staging / "model"), cfg, reference_mode, heldout, groups, pairs)
+        result["final"]["pairs"] = pairs.uri
     if not local:
         for name in ("model", "adapter"):
             if (staging / name).exists():

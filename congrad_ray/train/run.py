@@ -7,6 +7,7 @@ Run directory (``run.output``)::
     model/                 the final model, Hugging Face format (safetensors + tokenizer), LoRA merged
     adapter/               the LoRA adapter (LoRA runs)
     metrics.json, eval.png held-out per-language evaluation (seen / unseen), loss history, data counts, timings
+    eval_pairs.parquet     every held-out pair's implicit rewards (id, lang, chosen/rejected reward, margin)
     skipped-train.parquet  rows not trained on, with a reason (and skipped-eval.parquet)
     _state/                fingerprint.json, train.json (the finished checkpoint)
 

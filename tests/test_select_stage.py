@@ -1,0 +1,88 @@
+"""The select stage's score kinds and budgets, and the report's per-language diagnosis (no Ray: tables only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from congrad_ray.config import load_filter_config
+from congrad_ray.errors import ConfigError
+from congrad_ray.pipeline.report import diagnosis_markdown, language_diagnosis
+from congrad_ray.pipeline.select_stage import SCORE_SCHEMA, decide
+
+
+def scored_table(gradient, margin, langs):
+    n = len(gradient)
+    return pa.table(
+        {
+            "id": [f"p{i:02d}" for i in range(n)],
+            "_row": [f"r{i:02d}" for i in range(n)],
+            "lang": langs,
+            "status": ["ok"] * n,
+            "score": pa.array(gradient, pa.float64()),
+            "loss": pa.array([0.69] * n, pa.float32()),
+            "margin": pa.array([0.0] * n, pa.float32()),
+            "policy_margin": pa.array(margin, pa.float32()),
+            "n_tokens": pa.array([10] * n, pa.int64()),
+        },
+        schema=SCORE_SCHEMA,
+    )
+
+
+def cfg(*overrides):
+    return load_filter_config(None, list(overrides), check_paths=False)
+
+
+GRADIENT = [0.9, 0.8, -0.1, -0.2, 0.7, 0.6, 0.5, 0.4]
+MARGIN = [-1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1]
+LANGS = ["de"] * 4 + ["sw"] * 4
+
+
+def kept_ids(table):
+    return [i for i, k in zip(table.column("id").to_pylist(), table.column("keep").to_pylist()) if k]
+
+
+def test_score_kinds_rank_by_gradient_margin_or_both():
+    t = scored_table(GRADIENT, MARGIN, LANGS)
+    assert kept_ids(decide(t, cfg(), ["de", "sw"])) == ["p00", "p01", "p04", "p05"]
+    assert kept_ids(decide(t, cfg("score.kind=margin"), ["de", "sw"])) == ["p01", "p02", "p04", "p05"]
+    hybrid = decide(t, cfg("score.kind=hybrid", "score.hybrid_weight=0.6"), ["de", "sw"])
+    assert kept_ids(hybrid) == ["p01", "p02", "p04", "p05"]  # p00 agrees best but the policy rejects its label
+    assert hybrid.column("gradient_score").to_pylist() == GRADIENT
+
+
+def test_agreement_budgets_move_pairs_away_from_a_conflicting_language():
+    t = scored_table(GRADIENT, MARGIN, LANGS)
+    c = cfg("selection.budgets=agreement", "selection.budget_floor=0.25")
+    d = decide(t, c, ["de", "sw"], agreement={"de": 0.5, "sw": -0.4})
+    assert kept_ids(d) == ["p00", "p01", "p02", "p04"]  # sw keeps its floor (1 of 4), de takes the rest
+
+
+def test_margin_scores_need_a_sketch_store_with_the_policy_margin():
+    t = scored_table(GRADIENT, [float("nan")] * 8, LANGS)
+    with pytest.raises(ConfigError, match="policy margin"):
+        decide(t, cfg("score.kind=hybrid"), ["de", "sw"])
+
+
+def test_agreement_budgets_with_a_threshold_rule_is_refused():
+    with pytest.raises(ConfigError, match="budgets"):
+        cfg("selection.budgets=agreement", "selection.rule=threshold")
+
+
+def test_language_diagnosis_with_and_without_ground_truth():
+    d = decide(scored_table(GRADIENT, MARGIN, LANGS), cfg(), ["de", "sw"])
+    agreement = {
+        "de": {"before": 0.6, "after": 0.7, "others": 0.5},
+        "sw": {"before": -0.2, "after": 0.1, "others": -0.4},
+    }
+    truth = {"p02": True, "p03": True, "p04": True}
+    diag = language_diagnosis(d, agreement, truth)
+    assert diag["de"]["auroc"] == 1.0 and diag["de"]["conflicting_kept"] == 0
+    assert diag["sw"]["auroc"] == 0.0 and diag["sw"]["conflicting_kept"] == 1
+    assert (diag["sw"]["n"], diag["sw"]["kept"], diag["sw"]["others"]) == (4, 2, -0.4)
+    lines = diagnosis_markdown(diag)
+    assert any(line.startswith("| sw | 4 | 2 | -0.20 | +0.10 | -0.40 | 1 (1) |") for line in lines)
+    plain = language_diagnosis(d, agreement, None)
+    assert "auroc" not in plain["de"] and "separation" not in diagnosis_markdown(plain)[3]
+    assert np.isnan(language_diagnosis(d, agreement, {"p02": True, "p03": True})["sw"]["auroc"])
