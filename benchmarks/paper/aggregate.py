@@ -1,5 +1,7 @@
 """Per-seed figures of every arm and ablation (kept-set ground truth, held-out accuracy, alignment tax, cost), then
-mean and spread over seeds."""
+mean and spread over seeds, per training protocol; per-language diagnosis means; and paired bootstrap intervals of
+every arm-vs-baseline difference in held-out accuracy (:func:`congrad_ray.core.paired_bootstrap`, over seeds and
+held-out pairs)."""
 
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ def _mean(values: list[float]) -> float:
     return sum(vals) / len(vals) if vals else NAN
 
 
-def arm_figures(seed: dict[str, Any], name: str, roles: dict[str, str]) -> dict[str, Any]:
-    """The figures of one arm in one seed (None where the arm was not trained)."""
+def arm_figures(seed: dict[str, Any], name: str, roles: dict[str, str], protocol: str = "steps") -> dict[str, Any]:
+    """The figures of one arm in one seed under a training protocol (None where the arm was not trained)."""
+    from .training import record_key
+
     sel = seed["selections"][name]
     st = sel["stats"]
     kept, inp = st["kept"], st["input"]
@@ -66,7 +70,7 @@ def arm_figures(seed: dict[str, Any], name: str, roles: dict[str, str]) -> dict[
     }
     if sel["kind"] == "filter" and name == "random":
         f["sketch_s"] = None  # a random subset needs no sketch; the harness merely reuses the run directory
-    t = seed.get("train", {}).get(name)
+    t = seed.get(record_key(protocol), {}).get(name)
     if t:
         per = t["per_language"]
         by_role = {
@@ -79,6 +83,7 @@ def arm_figures(seed: dict[str, Any], name: str, roles: dict[str, str]) -> dict[
             {
                 "seen_accuracy": t["seen_accuracy"],
                 "unseen_accuracy": t["unseen_accuracy"],
+                "all_accuracy": _mean([per[lg]["accuracy"] for lg in roles if lg in per]),
                 "seen_margin": t["seen_margin"],
                 "unseen_margin": t["unseen_margin"],
                 **{f"{role}_accuracy": v for role, v in by_role.items()},
@@ -97,32 +102,109 @@ def arm_figures(seed: dict[str, Any], name: str, roles: dict[str, str]) -> dict[
     return f
 
 
+def _arm_stats(summary: dict[str, Any], names: list[str], roles: dict[str, str], protocol: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        per_seed = [arm_figures(s, name, roles, protocol) for s in summary["seeds"] if name in s["selections"]]
+        agg: dict[str, Any] = {}
+        keys = {k for f in per_seed for k, v in f.items() if isinstance(v, (int, float)) or v is None}
+        for key in sorted(keys):
+            vals = [f.get(key) for f in per_seed]
+            if any(isinstance(v, (int, float)) for v in vals):
+                agg[key] = _stat([v for v in vals if isinstance(v, (int, float))])
+        for key in ("conflict_per_language", "accuracy_per_language", "margin_per_language", "tax_per_language"):
+            dicts = [f[key] for f in per_seed if key in f]
+            if dicts:
+                langs = sorted({lg for d in dicts for lg in d})
+                agg[key] = {lg: _stat([d.get(lg) for d in dicts if d.get(lg) is not None]) for lg in langs}
+        agg["same_kept_set_as"] = sorted({f["same_kept_set_as"] for f in per_seed if f.get("same_kept_set_as")})
+        out[name] = agg
+    return out
+
+
+def diagnosis_stats(summary: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """``{lang: {key: stat}}`` over seeds of a selection's per-language diagnosis (agreement, separation)."""
+    per_seed = [s["selections"][name].get("diagnosis") or {} for s in summary["seeds"] if name in s["selections"]]
+    langs = sorted({lg for d in per_seed for lg in d})
+    out = {}
+    for lg in langs:
+        keys = sorted({k for d in per_seed for k, v in d.get(lg, {}).items() if isinstance(v, (int, float))})
+        out[lg] = {
+            k: _stat([d[lg][k] for d in per_seed if isinstance(d.get(lg, {}).get(k), (int, float))]) for k in keys
+        }
+    return out
+
+
+def outcome_matrix(summary: dict[str, Any], name: str, protocol: str, langs: list[str]) -> tuple[Any, list[str]] | None:
+    """``([S, N] 1 if the held-out pair's reward margin is positive, groups [N])`` of an arm over the seeds, pairs of
+    ``langs`` in (lang, id) order; None when a seed lacks per-pair outcomes or the seeds' layouts differ."""
+    import numpy as np
+
+    from .training import record_key
+
+    rows, groups = [], None
+    for s in summary["seeds"]:
+        t = s.get(record_key(protocol), {}).get(name) or {}
+        pairs = t.get("heldout_pairs")
+        if not pairs:
+            return None
+        mine = [(lg, m) for lg, m in zip(pairs["lang"], pairs["margin"]) if lg in langs]
+        g = [lg for lg, _ in mine]
+        if groups is not None and g != groups:
+            return None
+        groups = g
+        rows.append([1.0 if m > 0 else 0.0 for _, m in mine])
+    return (np.array(rows), groups) if rows and groups else None
+
+
+INTERVAL_GROUPS = ("seen", "unseen", "all")
+BASELINES = ("all", "margin")
+
+
+def intervals(summary: dict[str, Any], protocol: str, names: list[str], roles: dict[str, str]) -> dict[str, Any]:
+    """``{arm: {baseline: {group: Interval dict}}}``: arm minus baseline held-out accuracy (macro over the group's
+    languages, mean over seeds), paired bootstrap over seeds and pairs; groups seen, unseen and all languages."""
+    from congrad_ray.core import paired_bootstrap
+
+    cfg = summary["config"]
+    members = {
+        "seen": [lg for lg, r in roles.items() if r != "unseen"],
+        "unseen": [lg for lg, r in roles.items() if r == "unseen"],
+        "all": list(roles),
+    }
+    out: dict[str, Any] = {}
+    for base in BASELINES:
+        for name in names:
+            if name == base:
+                continue
+            for group in INTERVAL_GROUPS:
+                a = outcome_matrix(summary, name, protocol, members[group])
+                b = outcome_matrix(summary, base, protocol, members[group])
+                if a is None or b is None or a[1] != b[1]:
+                    continue
+                iv = paired_bootstrap(a[0], b[0], a[1], n_boot=cfg.get("bootstrap", 2000), seed=0)
+                out.setdefault(name, {}).setdefault(base, {})[group] = iv.as_dict()
+    return out
+
+
 def aggregate(summary: dict[str, Any]) -> dict[str, Any]:
-    """``{"arms": {name: {figure: {mean, std, n}}}, "ablations": {...}, "lm_before": ..., "roles": ...}``."""
+    """``{"arms": {name: {figure: {mean, std, n}}}, "ablations": {...}, "protocols": {protocol: {"arms", ...}},
+    "diagnosis": {name: {lang: ...}}, "intervals": {protocol: ...}, "lm_before": ..., "roles": ...}``; ``arms`` is
+    the first protocol's (``steps`` unless the setting runs only ``epochs``)."""
     cfg = summary["config"]
     roles = language_roles(cfg)
-    out: dict[str, Any] = {"roles": roles, "arms": {}, "ablations": {}}
-    for section, names in (("arms", cfg["arms"]), ("ablations", cfg["ablations"])):
-        for name in names:
-            per_seed = [arm_figures(s, name, roles) for s in summary["seeds"] if name in s["selections"]]
-            agg: dict[str, Any] = {}
-            keys = {k for f in per_seed for k, v in f.items() if isinstance(v, (int, float)) or v is None}
-            for key in sorted(keys):
-                vals = [f.get(key) for f in per_seed]
-                if any(isinstance(v, (int, float)) for v in vals):
-                    agg[key] = _stat([v for v in vals if isinstance(v, (int, float))])
-            for key in (
-                "conflict_per_language",
-                "accuracy_per_language",
-                "margin_per_language",
-                "tax_per_language",
-            ):
-                dicts = [f[key] for f in per_seed if key in f]
-                if dicts:
-                    langs = sorted({lg for d in dicts for lg in d})
-                    agg[key] = {lg: _stat([d.get(lg) for d in dicts if d.get(lg) is not None]) for lg in langs}
-            agg["same_kept_set_as"] = sorted({f["same_kept_set_as"] for f in per_seed if f.get("same_kept_set_as")})
-            out[section][name] = agg
+    protocols = cfg.get("protocols") or ["steps"]
+    out: dict[str, Any] = {"roles": roles, "protocols": {}, "intervals": {}}
+    for protocol in protocols:
+        out["protocols"][protocol] = {
+            "arms": _arm_stats(summary, cfg["arms"], roles, protocol),
+            "ablations": _arm_stats(summary, cfg["ablations"], roles, protocol),
+        }
+        trained = [a for a in [*cfg["arms"], *(cfg["ablations"] if cfg.get("ablation_dpo") else [])]]
+        out["intervals"][protocol] = intervals(summary, protocol, trained, roles)
+    first = out["protocols"][protocols[0]]
+    out["arms"], out["ablations"] = first["arms"], first["ablations"]
+    out["diagnosis"] = {name: diagnosis_stats(summary, name) for name in [*cfg["arms"], *cfg["ablations"]]}
     langs = sorted({lg for s in summary["seeds"] for lg in s["lm_before"]})
     out["lm_before"] = {lg: _stat([s["lm_before"].get(lg) for s in summary["seeds"]]) for lg in langs}
     inp = [s["selections"][n]["stats"]["input"] for s in summary["seeds"] for n in list(s["selections"])[:1]]

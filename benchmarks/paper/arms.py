@@ -14,6 +14,8 @@ harness-level baseline:
 
 The sketch-side ablations are defined against the setting's base filter config: ``k512``/``k8192`` change the
 sketch width, ``scope_*`` the parameter scope (``scope_lora`` adds a fresh rank-8 adapter for sketching only).
+``budget``, ``hybrid`` and ``budget_hybrid`` are the selection rules beyond the paper (re-selections from the same
+sketches: agreement budgets, the hybrid score, both).
 """
 
 from __future__ import annotations
@@ -68,6 +70,28 @@ ARMS: dict[str, Arm] = {
             "Loss/margin filter",
             "margin",
             description="policy's own length-normalised log-prob margin, top rho per language",
+        ),
+        # beyond the paper (issue 15): selection that can drop a conflicting language's bad half
+        Arm(
+            "budget",
+            "ConGrad + agreement budgets",
+            "filter",
+            select=("selection.budgets=agreement",),
+            description="the same total as top-rho, shared by each language's agreement with the others",
+        ),
+        Arm(
+            "hybrid",
+            "ConGrad + margin (hybrid score)",
+            "filter",
+            select=("score.kind=hybrid",),
+            description="within-language percentiles of the cosine and of the policy margin, averaged",
+        ),
+        Arm(
+            "budget_hybrid",
+            "Hybrid score + agreement budgets",
+            "filter",
+            select=("score.kind=hybrid", "selection.budgets=agreement"),
+            description="both",
         ),
     )
 }

@@ -32,6 +32,47 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def main_table(by_arm: dict[str, Any], arms: list[str], noisy: list[str], sys_lang: str | None) -> str:
+    """Kept pairs, conflict rate, held-out accuracy (seen, unseen, all languages, by role) and tax of every arm."""
+    rows = []
+    for a in arms:
+        g = by_arm.get(a, {})
+        rows.append(
+            [
+                label(a),
+                _fmt(g.get("kept_n"), 0),
+                _fmt(g.get("conflict_kept")),
+                _fmt(g.get("seen_accuracy")),
+                _fmt(g.get("unseen_accuracy")),
+                _fmt(g.get("all_accuracy")),
+                _fmt(g.get("clean_accuracy")),
+                _fmt(g.get("noisy_accuracy")),
+                _fmt(g.get("systematic_accuracy")),
+                _fmt(g.get("tax_seen"), signed=True),
+                _fmt(g.get("tax_unseen"), signed=True),
+                _fmt(g.get("global_step"), 0),
+            ]
+        )
+    conflict_in = by_arm[arms[0]].get("conflict_input") if arms and arms[0] in by_arm else None
+    return _table(
+        [
+            "arm",
+            "kept pairs",
+            f"conflict rate of kept (input {_fmt(conflict_in)})",
+            "seen acc",
+            "unseen acc",
+            "all-language acc",
+            "clean-seen acc",
+            f"noisy acc ({', '.join(noisy)})",
+            f"systematic acc ({sys_lang})",
+            "tax seen",
+            "tax unseen",
+            "DPO steps",
+        ],
+        rows,
+    )
+
+
 def tables(summary: dict[str, Any]) -> dict[str, str]:
     """The Markdown tables, by name (also used for the README section)."""
     cfg, agg = summary["config"], summary["aggregate"]
@@ -43,39 +84,9 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
     noisy = [lg for lg in seen if roles[lg] == "noisy"]
     out: dict[str, str] = {}
 
-    rows = []
-    for a in arms:
-        g = agg["arms"][a]
-        rows.append(
-            [
-                label(a),
-                _fmt(g.get("kept_n"), 0),
-                _fmt(g.get("conflict_kept")),
-                _fmt(g.get("seen_accuracy")),
-                _fmt(g.get("unseen_accuracy")),
-                _fmt(g.get("clean_accuracy")),
-                _fmt(g.get("noisy_accuracy")),
-                _fmt(g.get("systematic_accuracy")),
-                _fmt(g.get("tax_seen"), signed=True),
-                _fmt(g.get("tax_unseen"), signed=True),
-            ]
-        )
-    conflict_in = agg["arms"][arms[0]].get("conflict_input") if arms else None
-    out["main"] = _table(
-        [
-            "arm",
-            "kept pairs",
-            f"conflict rate of kept (input {_fmt(conflict_in)})",
-            "seen acc",
-            "unseen acc",
-            "clean-seen acc",
-            f"noisy acc ({', '.join(noisy)})",
-            f"systematic acc ({sys_lang})",
-            "tax seen",
-            "tax unseen",
-        ],
-        rows,
-    )
+    out["main"] = main_table(agg["arms"], arms, noisy, sys_lang)
+    for protocol, section in agg.get("protocols", {}).items():
+        out[f"main_{protocol}"] = main_table(section["arms"], arms, noisy, sys_lang)
 
     langs = [*seen, *unseen]
     head = ["arm"] + [f"{lg} ({roles[lg]})" for lg in langs]
@@ -253,7 +264,10 @@ def markdown(summary: dict[str, Any]) -> str:
             "",
             t["ablations"],
         ]
-    parts += ["", "Plots: `accuracy.png`, `per_language.png`, `ablations.png`, `cost.png`.", ""]
+    from .stats_tables import sections
+
+    parts += ["", *sections(summary, label, t)]
+    parts += ["Plots: `accuracy.png`, `per_language.png`, `ablations.png`, `cost.png`.", ""]
     return "\n".join(parts)
 
 

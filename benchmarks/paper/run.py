@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import arms as arms_mod
-from .measures import Phase, accuracy_figures, jaccard, kept_set_stats, lm_losses, policy_margins, read_pairs
+from .diagnosis import filter_diagnosis, score_diagnosis
+from .measures import Phase, jaccard, kept_set_stats, lm_losses, policy_margins, read_pairs
 from .seed_data import SeedData, build_seed
 from .settings import SettingConfig
 
@@ -76,7 +77,9 @@ def filter_config(cfg: SettingConfig, data: SeedData, seed: int, output: Path, e
     return load_filter_config(None, [*filter_overrides(cfg, data, seed), *extra], [str(data.train_dir)], str(output))
 
 
-def train_config(cfg: SettingConfig, data: SeedData, seed: int, arm: str, kept: Path, output: Path) -> Any:
+def train_config(
+    cfg: SettingConfig, data: SeedData, seed: int, arm: str, kept: Path, output: Path, extra: list[str] = ()
+) -> Any:
     from congrad_ray.train import load_train_config
 
     m = cfg.model
@@ -94,7 +97,7 @@ def train_config(cfg: SettingConfig, data: SeedData, seed: int, arm: str, kept: 
         overrides.append(f"model.lora={_value(m.lora)}")
     if cfg.num_cpus is not None:
         overrides.append(f"scaling.num_cpus={cfg.num_cpus}")
-    overrides += flatten(cfg.train)
+    overrides += flatten(cfg.train) + list(extra)
     return load_train_config(None, overrides, train=[str(kept)], eval=[str(data.heldout_dir)], output=str(output))
 
 
@@ -176,6 +179,7 @@ def filter_selections(cfg: SettingConfig, data: SeedData, seed: int, work: Path,
                 "cosine_before": direction.get("cosine_before"),
                 "langs": direction.get("langs"),
                 "overrides": extra,
+                "diagnosis": filter_diagnosis(run_dir, data.train_dir),
             }
     return out
 
@@ -221,6 +225,9 @@ def margin_selection(cfg: SettingConfig, data: SeedData, seed: int, work: Path) 
         "select_s": round(ph.seconds, 3),
         "select_phase": ph.as_dict(),
         "length_normalized": cfg.margin.length_normalized,
+        "diagnosis": score_diagnosis(
+            margins, [r["lang"] for r in rows], [r["id"] for r in rows], decision.keep, data.train_dir
+        ),
     }
 
 
@@ -239,7 +246,7 @@ def all_selection(data: SeedData) -> dict[str, Any]:
 
 
 def run_seed(cfg: SettingConfig, seed: int, work: Path, keep_models: bool = False) -> dict[str, Any]:
-    from congrad_ray.train.run import run_training
+    from .training import train_arms
 
     rec: dict[str, Any] = {"seed": seed}
     t_seed = time.perf_counter()
@@ -274,43 +281,7 @@ def run_seed(cfg: SettingConfig, seed: int, work: Path, keep_models: bool = Fals
         sel["jaccard_vs_congrad"] = jaccard(ids, reference) if reference is not None else None
     rec["selections"] = selections
 
-    to_train = [*cfg.arms, *(cfg.ablations if cfg.ablation_dpo else [])]
-    trained: dict[str, Any] = {}
-    by_kept: dict[str, str] = {}
-    for name in to_train:
-        sel = selections[name]
-        same = by_kept.get(sel["kept_hash"])
-        if same is not None:  # an identical kept set: the identical (deterministic) training is not redone
-            trained[name] = {**trained[same], "same_kept_set_as": same}
-            log(f"seed {seed}: {name} kept the same pairs as {same}; its training is reused")
-            continue
-        out = work / "train" / name
-        tcfg = train_config(cfg, data, seed, name, Path(sel["kept_dir"]), out)
-        log(f"seed {seed}: DPO on {name} ({sel['stats']['kept']['n']} pairs)")
-        with Phase() as ph:
-            metrics = run_training(tcfg, fresh=True)
-        acc = accuracy_figures(metrics, cfg.corpus.seen, cfg.corpus.unseen)
-        with Phase() as ph_lm:
-            after = lm_losses(metrics["model"]["path"], data.prose, **lm_kwargs)
-        tax = {lang: after[lang] - rec["lm_before"][lang] for lang in after if lang in rec["lm_before"]}
-        t = metrics["training"]
-        trained[name] = {
-            **acc,
-            "lm_after": after,
-            "tax": tax,
-            "train_phase": ph.as_dict(),
-            "train_timings_s": metrics["timings_s"],
-            "lm_eval_s": round(ph_lm.seconds, 3),
-            "global_step": t["global_step"],
-            "loss_first": t["loss_first"],
-            "loss_last": t["loss_last"],
-            "train_pairs": metrics["data"]["train"]["valid"],
-        }
-        by_kept[sel["kept_hash"]] = name
-        if not keep_models:
-            for sub in ("model", "adapter", "ray"):
-                shutil.rmtree(out / sub, ignore_errors=True)
-    rec["train"] = trained
+    rec.update(train_arms(cfg, data, seed, work, selections, rec["lm_before"], lm_kwargs, keep_models, log))
     rec["wall_s"] = round(time.perf_counter() - t_seed, 1)
     rec["load_avg_1m"] = round(os.getloadavg()[0], 2)
     (work / "seed.json").write_text(json.dumps(rec, indent=1, default=str))

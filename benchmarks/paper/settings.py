@@ -102,6 +102,12 @@ class SettingConfig(_Section):
     arms: list[str] = Field(default_factory=lambda: ["all", "random", "per_language", "mean", "congrad", "margin"])
     ablations: list[str] = Field(default_factory=list)
     ablation_dpo: bool = Field(False, description="also DPO-train every ablation's kept set (else kept-set measures)")
+    protocols: list[Literal["steps", "epochs"]] = Field(
+        default_factory=lambda: ["steps"],
+        description="steps: every arm the same optimizer steps; epochs: the same passes over its own kept set "
+        "(benchmarks/paper/training.py)",
+    )
+    bootstrap: int = Field(2000, ge=100, description="paired bootstrap resamples for the arm-vs-baseline intervals")
     num_cpus: int | None = Field(None, description="CPUs of the embedded Ray (None: all)")
     device: str = Field("cpu", description="device for the harness's own forward passes (margins, LM loss)")
     eval_batch_size: int = Field(32, ge=1)
