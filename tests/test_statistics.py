@@ -100,3 +100,39 @@ def test_a_real_difference_is_found_and_noise_is_not():
     noise = (rng.random((3, 120)) < 0.5).astype(float)
     assert paired_bootstrap(better, worse, groups, seed=0).excludes_zero()
     assert not paired_bootstrap(noise, worse, groups, seed=0).excludes_zero()
+
+
+def chrf_by_lists(hyp, ref, max_n=6, beta=2.0):
+    """chrF with n-grams as plain lists (multiset intersection by removal)."""
+    h, r = "".join(hyp.split()), "".join(ref.split())
+    scores = []
+    for n in range(1, max_n + 1):
+        hg = [h[i : i + n] for i in range(len(h) - n + 1)]
+        rg = [r[i : i + n] for i in range(len(r) - n + 1)]
+        if not hg and not rg:
+            continue
+        pool, common = list(rg), 0
+        for g in hg:
+            if g in pool:
+                pool.remove(g)
+                common += 1
+        p = common / len(hg) if hg else 0.0
+        rc = common / len(rg) if rg else 0.0
+        scores.append((1 + beta**2) * p * rc / (beta**2 * p + rc) if p + rc else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def test_chrf_identity_disjoint_and_order():
+    from congrad_ray.core import chrf
+
+    assert chrf("la ville de Paris", "la ville de Paris") == 1.0
+    assert chrf("xyz", "abc") == 0.0 and chrf("", "") == 0.0
+    assert chrf("la ville de Paris", "la ville de Lyon") > chrf("Paris de ville la", "la ville de Lyon")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet="ab cé中", max_size=12), st.text(alphabet="ab cé中", max_size=12))
+def test_chrf_matches_the_list_twin(hyp, ref):
+    from congrad_ray.core import chrf
+
+    assert chrf(hyp, ref) == pytest.approx(chrf_by_lists(hyp, ref))

@@ -8,6 +8,7 @@ from .judge import ParsedScore, ScoreSummary, parse_score, summarize_scores
 from .measures import (
     Interval,
     auroc,
+    chrf,
     conflict_rate,
     language_separation,
     lm_loss,
@@ -25,6 +26,7 @@ from .selection import Decision, SelectionRule, agreement_budgets, hybrid_scores
 from .surgery import Direction, LanguageAgreement, cosine_matrix, language_agreement, mean_direction, pcgrad
 
 __all__ = [
+    "chrf",
     "language_separation",
     "language_agreement",
     "LanguageAgreement",

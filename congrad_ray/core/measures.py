@@ -218,3 +218,28 @@ def language_separation(
             "auroc": auroc(s[m], ~bad[m]),
         }
     return out
+
+
+def _char_ngrams(text: str, n: int) -> dict[str, int]:
+    chars = "".join(text.split())  # chrF ignores whitespace
+    out: dict[str, int] = {}
+    for i in range(len(chars) - n + 1):
+        gram = chars[i : i + n]
+        out[gram] = out.get(gram, 0) + 1
+    return out
+
+
+def chrf(hypothesis: str, reference: str, max_n: int = 6, beta: float = 2.0) -> float:
+    """chrF (Popović 2015): the F-beta score of character n-gram precision and recall (whitespace removed), averaged
+    over ``n = 1..max_n`` (orders that neither string has are left out; 0 when none is left). In ``[0, 1]``; a
+    reference judgement of how close a generated continuation is to the true one, in any script."""
+    scores = []
+    for n in range(1, max_n + 1):
+        hyp, ref = _char_ngrams(hypothesis, n), _char_ngrams(reference, n)
+        if not hyp and not ref:
+            continue
+        common = sum(min(c, ref.get(g, 0)) for g, c in hyp.items())
+        p = common / sum(hyp.values()) if hyp else 0.0
+        r = common / sum(ref.values()) if ref else 0.0
+        scores.append((1 + beta**2) * p * r / (beta**2 * p + r) if p + r > 0 else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
