@@ -7,8 +7,11 @@ writes ``benchmarks/results/small/``; ``--quick`` writes under ``runs/paper/smal
 
 Stand-alone: ``python -m benchmarks.paper --setting small|real [--seeds N] [--quick]`` (see ``__main__``).
 Modules: ``settings`` (the validated setting configs), ``seed_data`` / ``corpora`` / ``models`` (what each seed
-builds), ``arms`` (arms and ablations), ``measures``, ``run`` (orchestration), ``aggregate`` (mean and spread over
-seeds), ``report`` (Markdown tables) and ``plots``.
+builds), ``arms`` (arms and ablations), ``measures``, ``run`` (orchestration), ``training`` (the DPO step of every
+arm under the equal-steps and equal-epochs protocols), ``diagnosis`` (per-language agreement and separation),
+``aggregate`` (mean and spread over seeds, paired bootstrap intervals), ``report`` / ``stats_tables`` (Markdown
+tables) and ``plots``. The self-rewarding setting: ``selfreward`` (``python -m benchmarks.paper.selfreward``, one
+``congrad-ray iterate`` loop per arm) and ``selfreward_report``.
 """
 
 from __future__ import annotations

@@ -119,13 +119,16 @@ def build_data(cfg: SelfRewardSetting, seed: int, work: Path) -> dict[str, Any]:
     }
 
 
-def iterate_config(cfg: SelfRewardSetting, seed: int, data: dict[str, Any], arm: list[str], out: Path) -> Any:
-    """The arm's iterate config (also written as ``iterate-arm.yaml`` into its directory)."""
+def iterate_config(
+    cfg: SelfRewardSetting, seed: int, data: dict[str, Any], arm: list[str], out: Path, rounds: int = 1
+) -> Any:
+    """The arm's iterate config for its first ``rounds`` rounds (also written as ``iterate-arm.yaml`` into its
+    directory; raising the rounds continues the same loop)."""
     from congrad_ray.selfreward.config import load_iterate_config
 
     seeds = [f"run.seed={seed}", f"sketch.seed={seed}", f"surgery.seed={seed}"]
     raw = {
-        "run": {"name": f"selfreward-{seed}", "output": str(out), "rounds": cfg.rounds, "seed": seed},
+        "run": {"name": f"selfreward-{seed}", "output": str(out), "rounds": rounds, "seed": seed},
         "model": {"name_or_path": data["model"]},
         "prompts": {
             "paths": [data["pool"]],
@@ -251,20 +254,22 @@ def run_seed(cfg: SelfRewardSetting, seed: int, work: Path) -> dict[str, Any]:
     if not (shared / "round-01" / "_state" / "pairs.json").exists():
         log(f"seed {seed}: round 1 generate / judge / pairs (shared by every arm)")
         run_iterate(iterate_config(cfg, seed, data, cfg.arms[first_arm], shared), stop_after="1:pairs")
-    rec: dict[str, Any] = {"seed": seed, "base": base, "arms": {}, "stages_s": {}}
-    for name, arm in cfg.arms.items():
-        arm_dir = work / "arms" / name
-        seed_round_one(shared, arm_dir)
-        log(f"seed {seed}: arm {name}: the loop ({cfg.rounds} rounds)")
-        summary = run_iterate(iterate_config(cfg, seed, data, arm, arm_dir))
-        rounds = []
-        for t, stats in enumerate(summary["rounds"], start=1):
+    rec: dict[str, Any] = {"seed": seed, "base": base, "arms": {name: [] for name in cfg.arms}}
+    for t in range(1, cfg.rounds + 1):  # round by round over the arms: an interrupted seed has whole rounds done
+        for name, arm in cfg.arms.items():
+            arm_dir = work / "arms" / name
+            seed_round_one(shared, arm_dir)
+            log(f"seed {seed}: arm {name}: round {t}")
+            summary = run_iterate(iterate_config(cfg, seed, data, arm, arm_dir, rounds=t))
+            stats = summary["rounds"][t - 1]
             round_dir = arm_dir / f"round-{t:02d}"
-            log(f"seed {seed}: arm {name}: measuring round {t}")
             ev = heldout_eval(cfg, data, stats["model_out"], arm_dir / "bench" / f"round-{t:02d}")
             truth = pair_truth(round_dir, data["reference"])
-            rounds.append({"round": t, "seconds": stats.get("seconds"), **ev, **round_record(round_dir, truth)})
-        rec["arms"][name] = rounds
+            rec["arms"][name].append(
+                {"round": t, "seconds": stats.get("seconds"), **ev, **round_record(round_dir, truth)}
+            )
+            rec["wall_s"] = round(time.perf_counter() - t0, 1)
+            (work / "partial.json").write_text(json.dumps(rec, default=str))  # what --partial reports
     rec["wall_s"] = round(time.perf_counter() - t0, 1)
     rec["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return rec
@@ -283,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, help="results directory")
     parser.add_argument("--resume", action="store_true", help="keep finished seeds, rounds and stages in --out")
     parser.add_argument("--report-only", action="store_true", help="redraw --results from its results.json")
+    parser.add_argument(
+        "--partial", action="store_true", help="report what --out holds (finished rounds of unfinished seeds too)"
+    )
     args = parser.parse_args(argv)
 
     from .selfreward_report import write_results
@@ -296,12 +304,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
-    if not args.resume:
+    if not args.resume and not args.partial:
         shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     seeds = []
     for seed in cfg.seeds:
         done = out / f"seed-{seed}" / "seed.json"
+        partial = out / f"seed-{seed}" / "partial.json"
+        if args.partial:
+            found = done if done.exists() else partial if partial.exists() else None
+            seeds += [json.loads(found.read_text())] if found else []
+            continue
         if done.exists() and json.loads(done.read_text()).get("config_hash") == cfg.seed_hash():
             log(f"seed {seed}: reusing {done}")
             seeds.append(json.loads(done.read_text()))
@@ -312,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "setting": cfg.setting,
         "quick": args.quick,
+        "partial": args.partial,
         "config": cfg.model_dump(mode="json"),
         "wall_s": round(max(time.perf_counter() - t0, sum(float(s["wall_s"]) for s in seeds)), 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

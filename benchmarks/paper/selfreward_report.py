@@ -129,6 +129,11 @@ def markdown(summary: dict[str, Any], agg: dict[str, Any]) -> str:
     parts = [
         "# Paper benchmark: self-rewarding setting" + (" (quick)" if summary.get("quick") else ""),
         "",
+        *(
+            ["**Partial**: the rounds and seeds that finished so far (the rest: re-run with `--resume`).", ""]
+            if summary.get("partial")
+            else []
+        ),
         f"{len(seeds)} seed(s) {seeds}, {cfg['rounds']} round(s); mean ± sample std over seeds. Wall time "
         f"{summary['wall_s'] / 3600:.2f} h on this machine (load averages at the end of each seed: "
         f"{[s.get('load_avg_1m') for s in summary['seeds']]}), finished {summary['finished_at']}.",
