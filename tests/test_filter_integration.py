@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,8 +75,13 @@ def test_manifest_direction_and_report(baseline):
     for name in ("conflict_heatmap.png", "score_histograms.png", "kept_fraction.png", "summary.md", "summary.html"):
         assert (run / "report" / name).stat().st_size > 0
     sketches = read_dir(run / "sketches")
-    assert {"id", "lang", "sketch", "loss", "margin", "n_tokens"} <= set(sketches.columns)
-    assert len(sketches["sketch"].iloc[0]) == 512
+    assert {"id", "lang", "sketch", "loss", "margin", "policy_margin", "n_tokens"} <= set(sketches.columns)
+    assert len(sketches["sketch"].iloc[0]) == 512 and sketches["policy_margin"].notna().all()
+    # the per-language diagnosis, with separation: the demo corpus carries its ground truth (is_flipped)
+    diagnosis = json.loads((run / "report" / "diagnosis.json").read_text())
+    assert set(diagnosis) == {"de", "en", "fr", "sw"} and all("others" in d for d in diagnosis.values())
+    assert any(0.0 <= d["auroc"] <= 1.0 for d in diagnosis.values() if "auroc" in d)
+    assert "## Per-language diagnosis" in (run / "report" / "summary.md").read_text()
     assert (run / "config.yaml").exists()
 
 
@@ -212,8 +218,9 @@ def test_killed_run_resumes_to_the_same_result(corpus, baseline, tmp_path):
         ["surgery.method=mean", "score.kind=dot"],
         ["selection.rule=random"],
         ["selection.rule=threshold", "selection.tau=0.0", "selection.min_per_language=3"],
+        ["score.kind=hybrid", "selection.budgets=agreement"],
     ],
-    ids=["ema", "per_language", "mean_dot", "random", "threshold"],
+    ids=["ema", "per_language", "mean_dot", "random", "threshold", "hybrid_budgets"],
 )
 def test_every_ablation_reselects_from_stored_sketches(ray_local, baseline, tmp_path, overrides):
     import shutil

@@ -135,6 +135,13 @@ def test_two_workers_train_and_the_loss_falls(trained):
     assert [e["step"] for e in during] == [9, 18]
     assert during[-1]["groups"]["seen"]["accuracy"] == pytest.approx(final["groups"]["seen"]["accuracy"], abs=1e-6)
     assert t["train_steps_per_s"] > 0
+    # every held-out pair's rewards, for paired statistics between runs; they give the reported accuracy back
+    import pyarrow.parquet as pq
+
+    pairs = pq.read_table(out / "eval_pairs.parquet").to_pylist()
+    assert len(pairs) == sum(s["n"] for s in final["per_language"].values())
+    hi = [p["margin"] > 0 for p in pairs if p["lang"] == "hi"]
+    assert sum(hi) / len(hi) == pytest.approx(final["per_language"]["hi"]["accuracy"])
     print(f"\nfit {m['timings_s']}, {t['train_steps_per_s']:.2f} steps/s, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
 

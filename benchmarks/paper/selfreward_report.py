@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats_tables import interval_cell
+from .stats_tables import diagnosis_table, interval_cell, markdown_table
 
 LABELS = {
     "all": "No filter (all pairs)",
@@ -111,16 +111,22 @@ def aggregate(summary: dict[str, Any]) -> dict[str, Any]:
             out["diagnosis"][str(t)] = {
                 lg: {
                     k: _stat([d[lg][k] for d in diags if isinstance(d.get(lg, {}).get(k), (int, float))])
-                    for k in ("before", "after", "others", "n", "kept", "conflicting", "conflicting_kept", "auroc")
+                    for k in (
+                        "before",
+                        "after",
+                        "others",
+                        "n",
+                        "kept",
+                        "conflicting",
+                        "conflicting_kept",
+                        "auroc",
+                        "clean_mean",
+                        "conflicting_mean",
+                    )
                 }
                 for lg in langs
             }
     return out
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def markdown(summary: dict[str, Any], agg: dict[str, Any]) -> str:
@@ -180,7 +186,7 @@ def markdown(summary: dict[str, Any], agg: dict[str, Any]) -> str:
             "tax seen",
             "tax unseen",
         ]
-        parts += [f"## After round {t}", "", _table(head, rows), ""]
+        parts += [f"## After round {t}", "", markdown_table(head, rows), ""]
         ivs = [(arm, b) for arm, bb in agg["intervals"].items() for b in bb if str(t) in bb[b]]
         if ivs:
             rows = [
@@ -192,35 +198,12 @@ def markdown(summary: dict[str, Any], agg: dict[str, Any]) -> str:
                 "Differences in held-out accuracy with 95 % paired bootstrap intervals over seeds and pairs (bold: "
                 "excludes zero):",
                 "",
-                _table(["difference", "seen", "unseen", "all languages"], rows),
+                markdown_table(["difference", "seen", "unseen", "all languages"], rows),
                 "",
             ]
-        diag = agg["diagnosis"].get(str(t)) or {}
+        diag = diagnosis_table(agg["diagnosis"].get(str(t)) or {})
         if diag:
-            rows = [
-                [
-                    lg,
-                    _fmt(d.get("n"), 1),
-                    _fmt(d.get("conflicting"), 1),
-                    _fmt(d.get("conflicting_kept"), 1),
-                    _fmt(d.get("before"), 2, True),
-                    _fmt(d.get("after"), 2, True),
-                    _fmt(d.get("others"), 2, True),
-                    _fmt(d.get("auroc"), 2),
-                ]
-                for lg, d in diag.items()
-            ]
-            head = [
-                "language (ConGrad arm)",
-                "pairs",
-                "conflicting",
-                "conflicting kept",
-                "cos(G_l, g*) before",
-                "cos(p_l, g*) after",
-                "cos(G_l, others)",
-                "separation (AUROC)",
-            ]
-            parts += ["Per-language diagnosis of the ConGrad arm's filter step:", "", _table(head, rows), ""]
+            parts += ["Per-language diagnosis of the ConGrad arm's filter step:", "", diag, ""]
     return "\n".join(parts)
 
 

@@ -21,7 +21,7 @@ def interval_cell(iv: dict[str, float] | None) -> str:
     return f"**{text}**" if iv["low"] > 0 or iv["high"] < 0 else text
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
@@ -36,7 +36,7 @@ def intervals_table(agg: dict[str, Any], protocol: str, label: Any) -> str | Non
     for name, by_base in ivs.items():
         cells = [interval_cell(by_base.get(base, {}).get(g)) for base in ("all", "margin") for g in GROUP_TITLES]
         rows.append([label(name), *cells])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _mean(stat: dict[str, float] | None, digits: int = 2, signed: bool = True) -> str:
@@ -45,36 +45,37 @@ def _mean(stat: dict[str, float] | None, digits: int = 2, signed: bool = True) -
     return f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
 
 
-def agreement_table(agg: dict[str, Any], name: str, roles: dict[str, str]) -> str | None:
-    """Per language, the method's agreement figures and separation (mean over seeds)."""
-    diag = agg.get("diagnosis", {}).get(name) or {}
+def diagnosis_table(diag: dict[str, dict[str, Any]], lang_label: Any = str) -> str | None:
+    """Per language (means over seeds of each figure): pairs, ground-truth conflicting pairs and how many were kept,
+    the language's agreement with the consensus, the mean score of clean / conflicting pairs and the separation."""
     if not diag:
         return None
-    rows = []
-    for lang, d in diag.items():
-        rows.append(
-            [
-                f"{lang} ({roles.get(lang, '?')})",
-                _mean(d.get("before")),
-                _mean(d.get("after")),
-                _mean(d.get("others")),
-                _mean(d.get("conflicting"), 1, signed=False),
-                _mean(d.get("conflicting_kept"), 1, signed=False),
-                f"{_mean(d.get('clean_mean'))} / {_mean(d.get('conflicting_mean'))}",
-                _mean(d.get("auroc"), signed=False),
-            ]
-        )
+    rows = [
+        [
+            lang_label(lang),
+            _mean(d.get("n"), 1, signed=False),
+            _mean(d.get("conflicting"), 1, signed=False),
+            _mean(d.get("conflicting_kept"), 1, signed=False),
+            _mean(d.get("before")),
+            _mean(d.get("after")),
+            _mean(d.get("others")),
+            f"{_mean(d.get('clean_mean'))} / {_mean(d.get('conflicting_mean'))}",
+            _mean(d.get("auroc"), signed=False),
+        ]
+        for lang, d in diag.items()
+    ]
     header = [
         "language",
+        "pairs",
+        "conflicting",
+        "conflicting kept",
         "cos(G_l, g*) before",
         "cos(p_l, g*) after",
         "cos(G_l, others)",
-        "conflicting pairs",
-        "conflicting kept",
         "mean score clean / conflicting",
         "separation (AUROC)",
     ]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def separation_table(agg: dict[str, Any], names: list[str], langs: list[str], label: Any) -> str | None:
@@ -92,7 +93,7 @@ def separation_table(agg: dict[str, Any], names: list[str], langs: list[str], la
         )
     if not rows:
         return None
-    return _table(["selection", *[f"{lg} AUROC" for lg in langs], "conflicting pairs kept"], rows)
+    return markdown_table(["selection", *[f"{lg} AUROC" for lg in langs], "conflicting pairs kept"], rows)
 
 
 def sections(summary: dict[str, Any], label: Any, main_tables: dict[str, str]) -> list[str]:
@@ -118,7 +119,7 @@ def sections(summary: dict[str, Any], label: Any, main_tables: dict[str, str]) -
     seen_conflicted = [lg for lg in cfg["corpus"]["seen"] if roles.get(lg) in ("noisy", "clean")]
     names = [n for n in [*cfg["arms"], *cfg["ablations"]] if n not in ("all", "random")]
     sep = separation_table(agg, names, seen_conflicted, label)
-    congrad = agreement_table(agg, "congrad", roles)
+    congrad = diagnosis_table(agg.get("diagnosis", {}).get("congrad") or {}, lambda lg: f"{lg} ({roles.get(lg, '?')})")
     if congrad or sep:
         parts += [
             "## Per-language diagnosis",
