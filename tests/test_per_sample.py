@@ -11,6 +11,7 @@ import torch
 from congrad_ray.core import (
     CountSketch,
     DPOParams,
+    logprob_margin,
     per_sample_gradients_loop,
     reference_logps,
     scoped_linears,
@@ -96,6 +97,10 @@ def test_policy_as_its_own_reference_needs_no_second_forward(policy_model, token
     torch.testing.assert_close(implicit.sketch, explicit.sketch)
     lengths = batch.completion_lengths.float()
     torch.testing.assert_close(implicit.z, PARAMS.alpha * (lengths[:5] - lengths[5:]))
+    # z carries nothing here, the policy's own margin does (same forward): what the hybrid score reads
+    margin = logprob_margin(reference_logps(policy_model, batch), batch.completion_lengths)
+    torch.testing.assert_close(implicit.policy_margin, margin)
+    torch.testing.assert_close(explicit.policy_margin, margin)
 
 
 def test_disabled_adapter_reference_is_the_base_model(lora_policy, reference_model, tokenizer, mixed_pairs):
