@@ -1,7 +1,9 @@
-"""``congrad-ray``: filter, select, demo-data (train and iterate join as they land).
+"""``congrad-ray``: ConGrad-filter multilingual preference data, re-select, train DPO, run the self-rewarding loop.
 
-User errors (config, input, paths) print one line per problem and exit 2, without a traceback; configs are
-validated before Ray starts.
+Subcommands: ``run`` (filter -> DPO -> evaluation), ``filter``, ``select``, ``train``, ``iterate``, ``demo-data``.
+Configs are validated before Ray starts, every problem at once. A user error (config, input, model, paths) prints
+one line per problem and exits 2, without a traceback, also when it is raised inside a Ray worker; a run that
+finishes with nothing to score exits 1.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .errors import ConfigError, InputError
-
-USER_ERRORS = (ConfigError, InputError)
+from .errors import ConfigError, user_error
 
 
 def _filter(args: argparse.Namespace) -> int:
@@ -27,11 +27,22 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from .config import load_filter_config
-    from .pipeline.filter_run import reselect
+    from .config import Command, load_filter_config
+    from .pipeline.filter_run import reselect, select_problems
     from .pipeline.report import print_summary
+    from .storage import Location
 
-    cfg = load_filter_config(f"{args.run_dir.rstrip('/')}/config.yaml", args.set, check_paths=True)
+    run_dir = args.run_dir.rstrip("/") or "/"
+    if not Location.of(run_dir).join("config.yaml").exists():
+        raise ConfigError(
+            [
+                f"--run-dir {args.run_dir} is not a filter run (no config.yaml); pass the --output of a `congrad-ray filter` run"
+            ]
+        )
+    if problems := select_problems(args.set):
+        raise ConfigError(problems)
+    command = Command(flags={"input.paths": "restore the run's input: select re-reads it"})
+    cfg = load_filter_config(f"{run_dir}/config.yaml", args.set, check_paths=True, command=command)
     manifest = reselect(cfg)
     print_summary(manifest)
     return _exit_code(manifest)
@@ -86,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The main job: ConGrad-filter, then DPO on the kept pairs, then the per-language held-out evaluation."""
-    from .config import load_filter_config
+    from .config import Command, load_filter_config
     from .pipeline.filter_run import run_filter
     from .pipeline.report import print_summary
     from .train.config import load_train_config
@@ -94,10 +105,13 @@ def _run(args: argparse.Namespace) -> int:
     from .train.run import run_training
 
     out = args.output.rstrip("/") if args.output else None
-    fcfg = load_filter_config(args.filter, args.set_filter, args.input, out and f"{out}/filter")
+    flags = {"input.paths": "--input", "run.output": "--output"}
+    fcmd = Command(config_flag="--filter", set_flag="--set-filter", flags=flags)
+    fcfg = load_filter_config(args.filter, args.set_filter, args.input, out and f"{out}/filter", command=fcmd)
     # the filter's run directory (its kept/) does not exist yet, so that path is checked when training starts
+    tcmd = Command(config_flag="--train", set_flag="--set-train", flags={"run.output": "--output"})
     tcfg = load_train_config(
-        args.train, args.set_train, [fcfg.run.output], None, out and f"{out}/train", check_paths=False
+        args.train, args.set_train, [fcfg.run.output], None, out and f"{out}/train", check_paths=False, command=tcmd
     )
     manifest = run_filter(fcfg, fresh=args.fresh)
     print_summary(manifest)
@@ -156,8 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as e:
-        for line in str(e).splitlines():
+    except Exception as e:
+        error = user_error(e)
+        if error is None:
+            raise  # a bug: keep the traceback
+        for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
 

@@ -1,27 +1,89 @@
-"""The run configuration: one YAML, validated once before Ray starts, with every error reported together.
+"""Configs: one YAML per command, validated once before Ray starts, every problem reported together with its fix.
 
-Each section mirrors a step of DESIGN.md; every choice the paper leaves open is an option with a documented default.
-``load_config(path, overrides)`` applies ``--set dotted.key=value`` overrides, validates the structure (pydantic,
-unknown keys refused), then checks what can be checked before any work starts (paths, model directory, resources),
-and raises one :class:`ConfigError` listing every problem with its fix.
+:class:`TopConfig` is the base of the three top-level configs (filter here, ``train`` in
+:mod:`congrad_ray.train.config`, ``iterate`` in :mod:`congrad_ray.selfreward.config`): it carries ``config_hash``,
+``to_yaml`` and ``fingerprint(sections)``. :func:`load_config` is the one loader: it applies ``--set
+dotted.key=value`` overrides and the command's own flags, validates the structure (pydantic, unknown keys refused),
+then runs the config's own checks of what can be checked before any work starts (paths, model directory, output
+directory, resources), and raises one :class:`~congrad_ray.errors.ConfigError` listing every problem. Hints name the
+flags of the command that is running (:class:`Command`). The sections of the filter config mirror the steps of
+``docs/design.md``; every choice the paper leaves open is an option with a documented default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .storage import missing_local_path
+from .models import model_source_problems
+from .storage import missing_local_path, output_problems
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Command:
+    """How the running command sets config values, so that hints name flags it has."""
+
+    config_flag: str = "--config"
+    set_flag: str = "--set"
+    flags: Mapping[str, str] = field(default_factory=dict)  # config key -> the flag that sets it
+
+    def how_to_set(self, key: str) -> str:
+        return self.flags.get(key) or f"{self.set_flag} {key}=..."
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a config's checks may look at: the command, whether to touch the filesystem, the config's directory."""
+
+    command: Command
+    check_paths: bool = True
+    config_dir: Path | None = None
+
+
+class TopConfig(Section):
+    """A top-level config: hash, YAML, fingerprints of chosen sections, and its own checks."""
+
+    example: ClassVar[str] = "configs/tiny-cpu.yaml"  # the shipped example that hints point at
+
+    def fingerprint(self, sections: Iterable[str], extra: Any = None) -> str:
+        """sha256 (16 hex digits) of the canonical JSON of ``sections`` (and ``extra``, when given)."""
+        dump = self.model_dump(mode="json")
+        payload: dict[str, Any] = {s: dump[s] for s in sections}
+        if extra is not None:
+            payload["extra"] = extra
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def config_hash(self) -> str:
+        """The fingerprint of the whole resolved config."""
+        return self.fingerprint(type(self).model_fields)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def problems(self, ctx: LoadContext) -> list[str]:
+        """Checks beyond the structure (across sections; paths when ``ctx.check_paths``)."""
+        return []
+
+    @classmethod
+    def raw_problems(cls, raw: dict[str, Any], ctx: LoadContext) -> list[str]:
+        """Path checks on a config that failed structural validation, so those problems are reported too."""
+        return []
+
+    def finished(self, ctx: LoadContext) -> TopConfig:
+        """The config as the run uses it (e.g. file references made absolute)."""
+        return self
 
 
 class RunSection(Section):
@@ -111,8 +173,22 @@ class DPOSection(Section):
 
 
 class LanguagesSection(Section):
-    seen: Literal["infer"] | list[str] = "infer"
+    seen: Literal["infer"] | list[str] = Field("infer", description="infer: every language of the input")
     unseen: list[str] = Field(default_factory=list, description="evaluation-only languages: never kept, no direction")
+
+    @field_validator("seen", "unseen")
+    @classmethod
+    def _canonical(cls, v: Any) -> Any:
+        """Language codes as the rows' are read: trimmed, BCP-47 case (``EN_us`` -> ``en-US``)."""
+        from .core.rows import canonical_lang
+
+        return v if isinstance(v, str) else [canonical_lang(x) for x in v]
+
+    def problems(self, key: str) -> list[str]:
+        overlap = set(self.unseen) & set(self.seen if isinstance(self.seen, list) else [])
+        if overlap:
+            return [f"{key}: {sorted(overlap)} are both seen and unseen; list each language once"]
+        return []
 
 
 class AggregationSection(Section):
@@ -192,7 +268,7 @@ class ResourcesSection(Section):
         return self
 
 
-class FilterConfig(Section):
+class FilterConfig(TopConfig):
     run: RunSection = RunSection()
     input: InputSection = InputSection()
     model: ModelSection = ModelSection()
@@ -205,42 +281,89 @@ class FilterConfig(Section):
     selection: SelectionSection = SelectionSection()
     resources: ResourcesSection = ResourcesSection()
 
-    def config_hash(self) -> str:
-        """sha256 of the canonical JSON of the resolved config (first 16 hex digits)."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+    def problems(self, ctx: LoadContext) -> list[str]:
+        """Checks across sections, and (``ctx.check_paths``) of inputs, model and output; all returned together."""
+        m = self.model
+        problems = []
+        if m.reference == "model" and not m.reference_path:
+            problems.append("model.reference is 'model' but model.reference_path is unset: set it to a checkpoint")
+        if m.reference == "disabled_adapter" and m.lora is None:
+            problems.append("model.reference 'disabled_adapter' needs model.lora (or use reference: same)")
+        if self.sketch.scope == "lora" and m.lora is None:
+            problems.append("sketch.scope 'lora' needs model.lora set (or use scope: linear)")
+        problems += self.languages.problems("languages")
+        if not ctx.check_paths:
+            return problems
+        problems += input_path_problems(self.input.paths, ctx.command)
+        problems += model_source_problems(m.name_or_path, "model.name_or_path")
+        if m.reference == "model" and m.reference_path:
+            problems += model_source_problems(m.reference_path, "model.reference_path", tokenizer=False)
+        if m.lora is not None and m.lora.adapter_path:
+            problems += model_source_problems(m.lora.adapter_path, "model.lora.adapter_path", adapter=True)
+        return problems + output_problems(self.run.output, "run.output", ctx.command.how_to_set("run.output"))
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    @classmethod
+    def raw_problems(cls, raw: dict[str, Any], ctx: LoadContext) -> list[str]:
+        if not ctx.check_paths:
+            return []
+        problems = []
+        name = _section(raw, "model").get("name_or_path")
+        if isinstance(name, str):
+            problems += model_source_problems(name, "model.name_or_path")
+        paths = _section(raw, "input").get("paths", [])
+        paths = [paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []
+        return problems + input_path_problems([p for p in paths if isinstance(p, str)], ctx.command, empty_ok=True)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    return raw[name] if isinstance(raw.get(name), dict) else {}
+
+
+def input_path_problems(paths: list[str], command: Command, empty_ok: bool = False) -> list[str]:
+    how = command.how_to_set("input.paths")
+    if not paths and not empty_ok:
+        return [f"input.paths is empty: set it in the config or with {how}"]
+    return [f"input.paths: {p} does not exist (check the path, or {how})" for p in paths if missing_local_path(p)]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], set_flag: str = "--set") -> list[str]:
     """Apply ``dotted.key=value`` overrides in place (values parsed as YAML); returns problems found."""
     problems = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            problems.append(f"--set {item!r}: expected dotted.key=value, e.g. --set selection.rho=0.3")
+            problems.append(f"{set_flag} {item!r}: expected dotted.key=value, e.g. {set_flag} selection.rho=0.3")
             continue
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                problems.append(f"--set {key}: {part} is not a section")
-                break
-        else:
-            node[parts[-1]] = yaml.safe_load(value)
+        problems += set_value(raw, key.strip(), _yaml_value(value), set_flag)
     return problems
 
 
-def format_validation_error(err: ValidationError) -> list[str]:
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # a plain string that YAML cannot parse (``a: b``): kept as written
+
+
+def set_value(raw: dict[str, Any], key: str, value: Any, set_flag: str = "--set") -> list[str]:
+    """``raw[a][b][c] = value`` for ``key = "a.b.c"``; a problem when a prefix is not a section."""
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return [f"{set_flag} {key}: {part} is not a section"]
+    node[parts[-1]] = value
+    return []
+
+
+def format_validation_error(err: ValidationError, example: str) -> list[str]:
     """One line per pydantic error: ``dotted.key: message (got value)``, with a hint for unknown keys."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key; remove it or check its spelling against configs/tiny-cpu.yaml")
+            lines.append(f"{where}: unknown key; remove it or check its spelling against {example}")
         elif e["type"] == "value_error":
             lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
         else:
@@ -250,103 +373,66 @@ def format_validation_error(err: ValidationError) -> list[str]:
     return lines
 
 
-def load_raw(path: str | Path | None) -> tuple[dict[str, Any], list[str]]:
+def load_raw(path: str | Path | None, command: Command, example: str) -> tuple[dict[str, Any], list[str]]:
     if path is None:
         return {}, []
     p = Path(path)
+    where = f"{command.config_flag} {p}"
+    if p.is_dir():
+        return {}, [f"{where} is a directory; pass a YAML file such as {example}"]
     if not p.is_file():
-        return {}, [f"config file {p} not found: pass --config with a YAML file such as configs/tiny-cpu.yaml"]
+        return {}, [f"{where} not found; pass a YAML file such as {example}"]
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        return {}, [f"{where} is not UTF-8 text; save it as UTF-8 YAML"]
     except yaml.YAMLError as e:
-        return {}, [f"config file {p} is not valid YAML: {str(e).splitlines()[0]}"]
+        return {}, [f"{where} is not valid YAML: {' '.join(str(e).split())[:200]}"]
     if not isinstance(raw, dict):
-        return {}, [f"config file {p} must hold a mapping of sections (run, input, model, ...)"]
+        return {}, [f"{where} must hold a mapping of sections (see {example})"]
     return raw, []
 
 
-def build_config(raw: dict[str, Any], model_cls: type[BaseModel]) -> tuple[Any, list[str]]:
+def load_config(
+    cls: type[TopConfig],
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    values: Mapping[str, Any] | None = None,
+    check_paths: bool = True,
+    command: Command | None = None,
+) -> Any:
+    """The one loader: ``path`` (None: defaults), then ``--set`` ``overrides``, then the command's own flags
+    (``values``: dotted key -> value, None skipped), validated and checked; raises :class:`ConfigError` listing every
+    problem."""
+    command = command or Command()
+    raw, problems = load_raw(path, command, cls.example)
+    problems += apply_overrides(raw, list(overrides), command.set_flag)
+    for key, value in (values or {}).items():
+        if value is not None:
+            problems += set_value(raw, key, value)
+    ctx = LoadContext(command, check_paths, Path(path).resolve().parent if path else None)
     try:
-        return model_cls.model_validate(raw), []
+        cfg = cls.model_validate(raw)
     except ValidationError as e:
-        return None, format_validation_error(e)
+        problems += format_validation_error(e, cls.example) + cls.raw_problems(raw, ctx)
+        raise ConfigError(problems) from None
+    problems += cfg.problems(ctx)
+    if problems:
+        raise ConfigError(problems)
+    return cfg.finished(ctx)
 
 
-def check_filter_config(cfg: FilterConfig) -> list[str]:
-    """Checks that need the outside world (paths, model dir); all returned together."""
-    problems = []
-    if not cfg.input.paths:
-        problems.append("input.paths is empty: set it in the config or pass --input DIR")
-    for p in cfg.input.paths:
-        if missing_local_path(p):
-            problems.append(f"input.paths: {p} does not exist (check the path or pass --input)")
-    problems += check_model_source(cfg.model.name_or_path, "model.name_or_path")
-    if cfg.model.reference == "model":
-        if not cfg.model.reference_path:
-            problems.append("model.reference is 'model' but model.reference_path is unset: set it to a checkpoint")
-        else:
-            problems += check_model_source(cfg.model.reference_path, "model.reference_path")
-    if cfg.model.reference == "disabled_adapter" and cfg.model.lora is None:
-        problems.append("model.reference 'disabled_adapter' needs model.lora (or use reference: same)")
-    if cfg.sketch.scope == "lora" and cfg.model.lora is None:
-        problems.append("sketch.scope 'lora' needs model.lora set (or use scope: linear)")
-    overlap = set(cfg.languages.unseen) & set(cfg.languages.seen if isinstance(cfg.languages.seen, list) else [])
-    if overlap:
-        problems.append(f"languages: {sorted(overlap)} are both seen and unseen; list each language once")
-    return problems
-
-
-def check_model_source(name: str, key: str) -> list[str]:
-    """A local model directory must exist and hold a config.json; hub ids and tiny:// pass through."""
-    if name.startswith("tiny://"):
-        arch = name.removeprefix("tiny://").split("?")[0]
-        return (
-            []
-            if arch in ("llama", "qwen2")
-            else [f"{key}: unknown tiny model {name!r}; use tiny://llama or tiny://qwen2"]
-        )
-    looks_local = name.startswith(("/", "./", "../", "~")) or Path(name).exists()
-    if looks_local:
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            return [f"{key}: model directory {name} does not exist; point it at a saved checkpoint or a hub id"]
-        if not (path / "config.json").is_file():
-            return [f"{key}: {name} has no config.json; is it a Hugging Face checkpoint directory?"]
-    return []
-
-
-def _check_raw_sources(raw: dict[str, Any]) -> list[str]:
-    """Path checks on a config that failed structural validation, so those problems are reported too."""
-    problems = []
-    model = raw.get("model", {}) if isinstance(raw.get("model"), dict) else {}
-    name = model.get("name_or_path")
-    if isinstance(name, str):
-        problems += check_model_source(name, "model.name_or_path")
-    paths = raw.get("input", {}).get("paths", []) if isinstance(raw.get("input"), dict) else []
-    for p in [paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []:
-        if isinstance(p, str) and missing_local_path(p):
-            problems.append(f"input.paths: {p} does not exist (check the path or pass --input)")
-    return problems
+FILTER_COMMAND = Command(flags={"input.paths": "--input", "run.output": "--output"})
 
 
 def load_filter_config(
     path: str | Path | None,
-    overrides: list[str] = (),
+    overrides: Iterable[str] = (),
     input_paths: list[str] | None = None,
     output: str | None = None,
     check_paths: bool = True,
+    command: Command = FILTER_COMMAND,
 ) -> FilterConfig:
-    """Load, override, validate and check a filter config; raises :class:`ConfigError` listing every problem."""
-    raw, problems = load_raw(path)
-    problems += apply_overrides(raw, list(overrides))
-    if input_paths:
-        raw.setdefault("input", {})["paths"] = list(input_paths)
-    if output:
-        raw.setdefault("run", {})["output"] = output
-    cfg, structural = build_config(raw, FilterConfig)
-    problems += structural
-    if check_paths:
-        problems += check_filter_config(cfg) if cfg is not None else _check_raw_sources(raw)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    """:func:`load_config` for a filter config, with ``--input`` and ``--output``."""
+    values = {"input.paths": list(input_paths) if input_paths else None, "run.output": output}
+    return load_config(FilterConfig, path, overrides, values, check_paths, command)

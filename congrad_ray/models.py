@@ -7,13 +7,14 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-import torch
+from .errors import ConfigError
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 CHAT_TEMPLATE = (
@@ -100,6 +101,8 @@ def build_tiny_model(tokenizer: Any, spec: TinyModelSpec = TinyModelSpec()) -> A
         bos_token_id=None,
         tie_word_embeddings=True,
     )
+    import torch
+
     torch.manual_seed(spec.seed)
     return model_cls(config).eval()
 
@@ -121,16 +124,61 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CONGRAD_RAY_CACHE", Path.home() / ".cache" / "congrad-ray"))
 
 
+TINY_ARCHS = ("llama", "qwen2")
+
+
 def tiny_spec(uri: str) -> TinyModelSpec:
-    """``tiny://llama?seed=1&hidden_size=64`` -> :class:`TinyModelSpec`."""
+    """``tiny://llama?seed=1&hidden_size=64`` -> :class:`TinyModelSpec`; ``ValueError`` naming the fix otherwise."""
     arch, _, query = uri.removeprefix("tiny://").partition("?")
-    known = {f.name: f.type for f in fields(TinyModelSpec)}
+    if arch not in TINY_ARCHS:
+        raise ValueError(f"unknown tiny model {uri!r}; use tiny://llama or tiny://qwen2")
+    options = sorted(f.name for f in fields(TinyModelSpec) if f.name != "arch")
     values: dict[str, Any] = {"arch": arch}
-    for key, value in parse_qsl(query):
-        if key not in known:
-            raise ValueError(f"tiny model option {key!r} unknown; use one of {sorted(known)}")
-        values[key] = int(value) if key != "arch" else value
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in options:
+            raise ValueError(f"tiny model option {key!r} in {uri!r} unknown; use one of {', '.join(options)}")
+        if not value.isdigit() or int(value) < (0 if key == "seed" else 1):
+            raise ValueError(f"tiny model option {key}={value!r} in {uri!r} must be a positive integer")
+        values[key] = int(value)
     return TinyModelSpec(**values)
+
+
+WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def model_source_problems(name: str, key: str, tokenizer: bool = True, adapter: bool = False) -> list[str]:
+    """What is wrong with a model source, checked before Ray starts: a ``tiny://`` URI must parse; a local
+    directory must hold a Hugging Face checkpoint (``config.json``, safetensors weights and, when ``tokenizer``, a
+    tokenizer) or, when ``adapter``, a PEFT adapter. A hub id passes (it is resolved where it is loaded)."""
+    if name.startswith("tiny://"):
+        try:
+            tiny_spec(name)
+        except ValueError as e:
+            return [f"{key}: {e}"]
+        return []
+    if not (name.startswith(("/", "./", "../", "~")) or Path(name).exists()):
+        return []  # a hub id
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        if adapter:
+            return [f"{key}: adapter directory {name} does not exist; point it at a saved PEFT adapter"]
+        return [f"{key}: model directory {name} does not exist; point it at a saved checkpoint or a hub id"]
+    if adapter:
+        if not (path / "adapter_config.json").is_file():
+            return [f"{key}: {name} has no adapter_config.json; point it at a saved PEFT adapter directory"]
+        return []
+    if not (path / "config.json").is_file():
+        return [f"{key}: {name} has no config.json; is it a Hugging Face checkpoint directory?"]
+    problems = []
+    if not any(any(path.glob(g)) for g in WEIGHT_GLOBS):
+        problems.append(
+            f"{key}: {name} has no safetensors weights (*.safetensors); save the model there with "
+            "save_pretrained(safe_serialization=True)"
+        )
+    if tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        problems.append(f"{key}: {name} has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save the tokenizer there")
+    return problems
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -155,7 +203,8 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     """``AutoTokenizer`` with a pad token (EOS when the checkpoint has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    with checkpoint_errors(name_or_path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -169,17 +218,43 @@ def load_model(
     attn_implementation: str | None = "sdpa",
 ) -> Any:
     """A causal LM from a local directory or hub id, safetensors only, in eval mode."""
+    import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path,
-        revision=revision,
-        dtype=getattr(torch, dtype),
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
-    )
+    with checkpoint_errors(name_or_path, "model"):
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            revision=revision,
+            dtype=getattr(torch, dtype),
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+        )
     return model.eval()
+
+
+def check_loadable(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> None:
+    """Load what is cheap to load of a checkpoint (its config and tokenizer), so that a broken one is reported
+    before Ray starts rather than from a worker; the weights are loaded by the workers."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name_or_path)
+    with checkpoint_errors(name_or_path, "model"):
+        AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    load_tokenizer(path, revision, trust_remote_code)
+
+
+@contextmanager
+def checkpoint_errors(name_or_path: str, what: str) -> Iterator[None]:
+    """A checkpoint that cannot be loaded (missing or corrupt files, an unknown architecture, remote code refused)
+    as a one-line :class:`~congrad_ray.errors.ConfigError` naming it, also inside a Ray worker."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as e:
+        reason = (" ".join(str(e).split()) or type(e).__name__)[:300]
+        raise ConfigError([f"cannot load the {what} at {name_or_path}: {reason}"]) from e
 
 
 def add_lora(

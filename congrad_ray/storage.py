@@ -9,8 +9,12 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import os
 import posixpath
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,28 @@ def has_glob(path: str) -> bool:
 def missing_local_path(uri: str) -> bool:
     """Whether ``uri`` is a local path (not a glob) that does not exist; remote URLs are checked where read."""
     return is_local_path(uri) and not has_glob(uri) and not Location.of(uri).exists()
+
+
+def output_problems(uri: str, key: str, how: str) -> list[str]:
+    """What stops a run from writing its directory ``uri``, found before any work starts: a local path that is a
+    file, or whose nearest existing parent is a file or cannot be written (probed by creating and removing a
+    temporary directory there). Remote URLs are checked by the first write."""
+    if not is_local_path(uri):
+        return []
+    path = Path(Location.of(uri).path)
+    fix = f"choose another directory ({how})"
+    if path.exists() and not path.is_dir():
+        return [f"{key}: {uri} is a file, not a directory; {fix}"]
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"{key}: cannot create {uri}: {parent} is a file; {fix}"]
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".congrad-probe-", dir=parent))
+    except OSError as e:
+        return [f"{key}: cannot write under {parent} ({e.strerror or type(e).__name__}); {fix}"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -70,7 +96,8 @@ class Location:
         return self.fs.get_file_info(self.path).size
 
     def mkdir(self) -> Location:
-        self.fs.create_dir(self.path, recursive=True)
+        with write_errors(self):
+            self.fs.create_dir(self.path, recursive=True)
         return self
 
     def list(self, suffix: str = "") -> list[Location]:
@@ -107,11 +134,12 @@ class Location:
     def write_bytes(self, data: bytes) -> None:
         """Atomic: write a temporary sibling, then move it over the final name."""
         parent = posixpath.dirname(self.path)
-        self.fs.create_dir(parent, recursive=True)
         tmp = posixpath.join(parent, f"_tmp-{uuid.uuid4().hex}-{posixpath.basename(self.path)}")
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, self.path)
+        with write_errors(self):
+            self.fs.create_dir(parent, recursive=True)
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, self.path)
 
     def write_json(self, obj: Any) -> None:
         self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
@@ -126,11 +154,27 @@ class Location:
             self.fs.delete_dir(self.path)
 
 
-def claim_run_dir(uri: str, key: str, fingerprint: str, holds: str, fresh: bool = False) -> Location:
+@contextmanager
+def write_errors(loc: Location) -> Iterator[None]:
+    """A write refused by the filesystem (permissions, a file in the way, no space, credentials) as a one-line
+    :class:`~congrad_ray.errors.ConfigError` naming the path, also inside a Ray worker."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError([f"cannot write {loc.uri}: {reason}; check the run directory (run.output)"]) from e
+
+
+RUN_DIR_FIX = "use a new run.output (--output) or pass --fresh to start over"
+
+
+def claim_run_dir(
+    uri: str, key: str, fingerprint: str, holds: str, fresh: bool = False, fix: str = RUN_DIR_FIX
+) -> Location:
     """Create or resume a run directory that belongs to one ``fingerprint`` (of its inputs and settings).
 
     ``fresh`` deletes it first; temporaries a killed writer left are removed; a directory claimed by another
-    fingerprint under ``key`` is refused with a :class:`~congrad_ray.errors.ConfigError` naming the fix.
+    fingerprint under ``key`` is refused with a :class:`~congrad_ray.errors.ConfigError` naming ``fix``.
     """
     run = Location.of(uri)
     if fresh:
@@ -139,7 +183,7 @@ def claim_run_dir(uri: str, key: str, fingerprint: str, holds: str, fresh: bool 
     run.remove_temporaries()
     record = run.join("_state", "fingerprint.json")
     if record.exists() and record.read_json().get(key) != fingerprint:
-        raise ConfigError([f"{run.uri} holds {holds}; use a new run.output (--output) or pass --fresh to start over"])
+        raise ConfigError([f"{run.uri} holds {holds}; {fix}"])
     record.write_json({key: fingerprint})
     return run
 

@@ -48,15 +48,6 @@ def tokenize_pair(tokenizer: Any, prompt: Any, chosen: Any, rejected: Any) -> To
     return TokenizedPair(list(prompt_ids[:split]), list(full_chosen[split:]), list(full_rejected[split:]))
 
 
-def fits(pair: TokenizedPair, max_length: int | None, truncation_mode: Truncation) -> bool:
-    """False when truncation would leave no completion token (TRL drops such rows with ``keep_start``)."""
-    if max_length is None:
-        return True
-    if truncation_mode == "keep_start":
-        return len(pair.prompt_ids) < max_length
-    return True
-
-
 def collate(
     pairs: Sequence[TokenizedPair],
     pad_token_id: int,

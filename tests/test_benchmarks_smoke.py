@@ -24,6 +24,7 @@ CORE_FIGURES = {
 }
 
 
+@pytest.mark.integration  # about 20 s of CPU: it runs every core figure, so it sits with the heavy tier
 @pytest.mark.timeout(300)
 def test_core_benchmarks_quick_print_json_lines():
     proc = subprocess.run(

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from congrad_ray.core import DPOParams, lp_dpo_terms, reference_logps, sequence_logps
-from congrad_ray.tokenization import collate, fits, tokenize_pair
+from congrad_ray.core.rows import check_tokens
+from congrad_ray.tokenization import collate, tokenize_pair
 from tests.conftest import MIXED_PAIRS
 
 
@@ -128,6 +129,8 @@ def test_left_padding_gives_same_logps(policy_model, tokenizer, mixed_pairs):
 
 def test_prompt_that_fills_max_length_does_not_fit(mixed_pairs):
     long_prompt = max(mixed_pairs, key=lambda p: len(p.prompt_ids))
-    assert not fits(long_prompt, len(long_prompt.prompt_ids), "keep_start")
-    assert fits(long_prompt, len(long_prompt.prompt_ids), "keep_end")
-    assert fits(long_prompt, None, "keep_start")
+    lens = (len(long_prompt.prompt_ids), len(long_prompt.chosen_ids), len(long_prompt.rejected_ids))
+    assert check_tokens(*lens, lens[0], "keep_start") == "prompt_too_long"
+    assert check_tokens(*lens, lens[0], "keep_end") is None
+    assert check_tokens(*lens, None, "keep_start") is None
+    assert check_tokens(lens[0], 0, lens[2], None, "keep_start") == "empty_completion"

@@ -239,3 +239,22 @@ def test_every_ablation_reselects_from_stored_sketches(ray_local, baseline, tmp_
     assert ids["kept"] | ids["dropped"] == outcome_ids(baseline[0])["kept"] | outcome_ids(baseline[0])["dropped"]
     if overrides[0] != "selection.rule=random":
         assert read_dir(run / "kept")["score"].notna().all()
+
+
+def test_select_with_another_run_seed_redraws_the_random_baseline(ray_local, baseline, tmp_path):
+    """``run.seed`` draws the random baseline: ``select`` must redo the selection when only it changes (it is part
+    of the selection fingerprint), not return the kept set of the old seed."""
+    import shutil
+
+    from congrad_ray.config import load_filter_config
+    from congrad_ray.pipeline.filter_run import reselect
+
+    run = tmp_path / "random"
+    shutil.copytree(baseline[0], run)
+    kept = []
+    for seed in (0, 1):
+        overrides = ["selection.rule=random", f"run.seed={seed}", f"run.output={run}"]
+        manifest = reselect(load_filter_config(run / "config.yaml", overrides))
+        assert manifest["seeds"]["run"] == seed
+        kept.append(outcome_ids(run)["kept"])
+    assert kept[0] != kept[1] and len(kept[0]) == len(kept[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from congrad_ray.errors import ConfigError
 from congrad_ray.models import TinyModelSpec, build_tiny_model, build_tiny_tokenizer, load_model, load_tokenizer
 
 
@@ -33,7 +34,7 @@ def test_only_safetensors_are_loaded(tiny_dir, tmp_path):
     model = load_model(str(tiny_dir))
     (pickled / "model.safetensors").unlink()
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match=f"cannot load the model at {pickled}"):
         load_model(str(pickled))
 
 
@@ -48,13 +49,13 @@ def test_remote_code_is_refused_by_default(tiny_dir, tmp_path):
     config["model_type"] = "evil-unknown"
     (custom / "config.json").write_text(json.dumps(config))
     (custom / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="cannot load the model at"):
         load_model(str(custom))
 
 
 def test_bf16_dtype_and_missing_path(tiny_dir):
     assert load_model(str(tiny_dir), dtype="bfloat16").dtype == torch.bfloat16
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match="cannot load the model at /nonexistent/model-dir"):
         load_model("/nonexistent/model-dir")
 
 

@@ -102,8 +102,7 @@ def test_mean_and_std_skips_non_finite_values():
 
 
 def test_settings_load_with_quick_and_overrides():
-    from benchmarks.paper.run import flatten
-    from benchmarks.paper.settings import load_setting
+    from benchmarks.paper.settings import flatten, load_setting
     from congrad_ray.errors import ConfigError
 
     small = load_setting("small")

@@ -140,3 +140,8 @@ def get(name: str) -> Arm:
 def needs_total(arm: Arm) -> bool:
     """``global_top_k`` keeps as many pairs in total as the per-language top-rho does (set at run time)."""
     return any(o == "selection.rule=global_top_k" for o in arm.select)
+
+
+def label(name: str) -> str:
+    """The display name of an arm or ablation."""
+    return (ARMS.get(name) or ABLATIONS.get(name)).label if (name in ARMS or name in ABLATIONS) else name

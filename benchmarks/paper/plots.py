@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .aggregate import NAN
-from .report import label as _label
+from .arms import label as _label
 
 
 def _bars(ax: Any, names: list[str], series: dict[str, Callable[[str], dict | None]], title: str, ylabel: str) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .aggregate import aggregate
-from .arms import ABLATIONS, ARMS
+from .arms import label
+from .plots import plots
+from .settings import flatten
 
 
 def _fmt(s: dict[str, float] | None, digits: int = 3, signed: bool = False) -> str:
@@ -19,11 +21,6 @@ def _fmt(s: dict[str, float] | None, digits: int = 3, signed: bool = False) -> s
     sign = "+" if signed else ""
     body = f"{s['mean']:{sign}.{digits}f}"
     return body if s["n"] < 2 else f"{body} ± {s['std']:.{digits}f}"
-
-
-def label(name: str) -> str:
-    """The display name of an arm or ablation."""
-    return (ARMS.get(name) or ABLATIONS.get(name)).label if (name in ARMS or name in ABLATIONS) else name
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -199,8 +196,6 @@ def markdown(summary: dict[str, Any]) -> str:
     c = cfg["corpus"]
     env = summary["environment"]
     n_seeds = len(summary["seeds"])
-    from .run import flatten
-
     train = ", ".join(flatten(cfg["train"]))
     filt = ", ".join(flatten(cfg["filter"]))
     parts = [
@@ -275,8 +270,6 @@ def write_report(summary: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str, allow_nan=True) + "\n")
     (out / "results.md").write_text(markdown(summary))
-    from .plots import plots
-
     plots(summary, out)
 
 

@@ -23,7 +23,7 @@ from . import arms as arms_mod
 from .diagnosis import filter_diagnosis, score_diagnosis
 from .measures import Phase, jaccard, kept_set_stats, lm_losses, policy_margins, read_pairs
 from .seed_data import SeedData, build_seed
-from .settings import SettingConfig
+from .settings import SettingConfig, flatten, override_value
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,32 +32,15 @@ def log(msg: str) -> None:
     print(f"[paper {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _value(v: Any) -> str:
-    """A dotted override's value as YAML (JSON is YAML: strings quoted, lists and mappings inline)."""
-    return json.dumps(v)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    """A nested mapping of config sections -> ``dotted.key=value`` overrides (leaves only)."""
-    out = []
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out += flatten(value, dotted + ".")
-        else:
-            out.append(f"{dotted}={_value(value)}")
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ configs
 
 
 def filter_overrides(cfg: SettingConfig, data: SeedData, seed: int) -> list[str]:
     m = cfg.model
     out = [
-        f"model.name_or_path={_value(data.model_path)}",
+        f"model.name_or_path={override_value(data.model_path)}",
         f"model.dtype={m.dtype}",
-        f"model.attn_implementation={_value(m.attn_implementation)}",
+        f"model.attn_implementation={override_value(m.attn_implementation)}",
         f"run.seed={seed}",
         f"sketch.seed={seed}",
         f"surgery.seed={seed}",
@@ -84,17 +67,17 @@ def train_config(
 
     m = cfg.model
     overrides = [
-        f"model.name_or_path={_value(data.model_path)}",
+        f"model.name_or_path={override_value(data.model_path)}",
         f"model.dtype={m.dtype}",
-        f"model.attn_implementation={_value(m.attn_implementation)}",
+        f"model.attn_implementation={override_value(m.attn_implementation)}",
         f"run.name={arm}",
         f"run.seed={seed}",
-        f"eval.languages.seen={_value(list(cfg.corpus.seen))}",
-        f"eval.languages.unseen={_value(list(cfg.corpus.unseen))}",
+        f"eval.languages.seen={override_value(list(cfg.corpus.seen))}",
+        f"eval.languages.unseen={override_value(list(cfg.corpus.unseen))}",
         "eval.plot=false",
     ]
     if m.lora is not None:
-        overrides.append(f"model.lora={_value(m.lora)}")
+        overrides.append(f"model.lora={override_value(m.lora)}")
     if cfg.num_cpus is not None:
         overrides.append(f"scaling.num_cpus={cfg.num_cpus}")
     overrides += flatten(cfg.train) + list(extra)

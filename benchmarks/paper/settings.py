@@ -143,8 +143,27 @@ def load_setting(name_or_path: str, overrides: list[str] = (), quick: bool = Fal
     except Exception as e:  # pydantic.ValidationError
         from congrad_ray.config import format_validation_error
 
-        problems += format_validation_error(e) if hasattr(e, "errors") else [str(e)]
+        problems += (
+            format_validation_error(e, "benchmarks/paper/configs/small.yaml") if hasattr(e, "errors") else [str(e)]
+        )
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def override_value(v: Any) -> str:
+    """A dotted override's value as YAML (JSON is YAML: strings quoted, lists and mappings inline)."""
+    return json.dumps(v)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """A nested mapping of config sections -> ``dotted.key=value`` overrides (leaves only)."""
+    out = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out += flatten(value, dotted + ".")
+        else:
+            out.append(f"{dotted}={override_value(value)}")
+    return out

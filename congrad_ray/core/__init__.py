@@ -1,4 +1,4 @@
-"""The math of CONGRAD on tensors: no Ray, no file I/O, runs on CPU. Notation as in DESIGN.md."""
+"""The math of CONGRAD on tensors: no Ray, no file I/O, runs on CPU. Notation as in docs/design.md."""
 
 from .aggregate import EMASegment, LanguageSums, ema_combine, ema_segment, ema_sequential, minibatch_means
 from .count_sketch import CountSketch, axis_hash, stream_seed

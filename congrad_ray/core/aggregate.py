@@ -1,4 +1,4 @@
-"""Language gradients ``G_l`` (DESIGN.md, step 4), from partial results that merge exactly.
+"""Language gradients ``G_l`` (docs/design.md §4), from partial results that merge exactly.
 
 * ``mean`` (default): ``G_l = (1 / n_l) sum_{i in l} S(g_i)``. Workers keep ``(sum, count)`` per language in
   float64; partials add, so any split of the data gives the same ``G_l`` (to float64 rounding, and bitwise when the

@@ -1,4 +1,4 @@
-"""Count sketch ``S: R^d -> R^k`` (DESIGN.md, step 2), seeded by (seed, parameter name, coordinate).
+"""Count sketch ``S: R^d -> R^k`` (docs/design.md §2), seeded by (seed, parameter name, coordinate).
 
 Every parameter is hashed on its 2-D view ``(R, C)`` (a ``d_out x d_in`` weight as it is, a 1-D tensor as
 ``(1, d)``, a flat vector as rows of ``k``) with the composite (TensorSketch) hash
@@ -162,7 +162,7 @@ class CountSketch:
     def sketch_outer(
         self, name: str, delta: Tensor, x: Tensor, chunk_elems: int = 1 << 24, method: str | None = None
     ) -> Tensor:
-        """``S`` of per-sample sums of outer products, never forming them all at once (DESIGN.md, step 3).
+        """``S`` of per-sample sums of outer products, never forming them all at once (docs/design.md §3).
 
         For ``G_n = sum_t delta_{n,t} x_{n,t}^T`` (a linear layer's per-sample weight gradient, ``d_out x d_in``)::
 

@@ -1,4 +1,4 @@
-"""LP-DPO on per-sequence log-probs (DESIGN.md, step 1).
+"""LP-DPO on per-sequence log-probs (docs/design.md §1).
 
 Notation: a batch of ``B`` pairs is ``2B`` rows, chosen rows first (``[0, B)``), rejected rows second
 (``[B, 2B)``), exactly as TRL's ``DataCollatorForPreference`` lays it out. ``|y|`` counts completion tokens.

@@ -1,4 +1,4 @@
-"""Held-out evaluation under the implicit DPO reward (DESIGN.md, step 7: DPO on the kept subset, then evaluate).
+"""Held-out evaluation under the implicit DPO reward (docs/design.md §7: DPO on the kept subset, then evaluate).
 
 Notation as in :mod:`.dpo`: for ``N`` held-out pairs, the implicit rewards of :class:`~.dpo.DPOTerms` are
 

@@ -1,4 +1,4 @@
-"""Per-sample sketched LP-DPO gradients ``S(g_i)`` from ONE batched forward + backward (DESIGN.md, step 3).
+"""Per-sample sketched LP-DPO gradients ``S(g_i)`` from ONE batched forward + backward (docs/design.md §3).
 
 For a scoped linear layer ``W`` (``d_out x d_in``) the per-row weight gradient is ``sum_t delta_t x_t^T``: ``x`` is
 captured by a forward hook, ``delta = dL/d(output)`` by a tensor hook during the backward of

@@ -1,4 +1,4 @@
-"""Parameter scope: which linear layers' weights the per-sample gradient ``g_i`` covers (DESIGN.md, step 3).
+"""Parameter scope: which linear layers' weights the per-sample gradient ``g_i`` covers (docs/design.md §3).
 
 * ``linear``: every ``nn.Linear`` of the network except the output head (default);
 * ``lora``: the LoRA adapter matrices only (``lora_A`` / ``lora_B`` of a PEFT model; LESS-style);

@@ -1,4 +1,4 @@
-"""Score and select (DESIGN.md, step 6).
+"""Score and select (docs/design.md §6).
 
 ``score_i = cos(S(g_i), g*)`` (default) or ``<S(g_i), g*>``. Rules:
 

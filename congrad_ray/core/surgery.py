@@ -1,4 +1,4 @@
-"""Aggregated cross-lingual direction ``g*`` (DESIGN.md, step 5), on the ``L x k`` matrix of sketches.
+"""Aggregated cross-lingual direction ``g*`` (docs/design.md §5), on the ``L x k`` matrix of sketches.
 
 PCGrad: for each language ``l``, ``p_l = G_l``; for each other language ``m`` in a seeded random order, if
 ``<p_l, G_m> < 0`` then ``p_l <- p_l - <p_l, G_m> / ||G_m||^2 G_m``. ``g* = sum_l p_l``. The order of the others is

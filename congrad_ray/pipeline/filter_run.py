@@ -8,27 +8,26 @@ runs, which redoes only the stages after sketching (this is what ``congrad-ray s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..config import FilterConfig
 from ..core import language_agreement
 from ..core.rows import RowRules
 from ..errors import ConfigError, InputError
 from ..inputs import materialize_inputs
-from ..models import resolve_model_path
-from ..storage import Location, claim_run_dir, expand_inputs
+from ..models import check_loadable, resolve_model_path
+from ..storage import RUN_DIR_FIX, Location, claim_run_dir, expand_inputs
 from . import manifest as manifest_mod
 from .prepare import PrepareSpec, prepare_units
 from .reduce import direction_of, language_gradients, save_direction
 from .select_stage import decide, score_all
-from .sketch_stage import GradientSketcher
+from .sketch_stage import GradientSketcher, sketch_errors
 from .units import Unit, plan_units, units_to_items
 from .write_stage import WriteSpec, write_units
 
@@ -61,30 +60,42 @@ def resolve_config(cfg: FilterConfig, schema: pa.Schema | None, total_rows: int)
     return cfg
 
 
-def _fingerprint(cfg: FilterConfig, sections: tuple[str, ...], extra: Any = None) -> str:
-    dump = cfg.model_dump(mode="json")
-    payload = {s: dump[s] for s in sections}
-    payload["extra"] = extra
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def sketch_fingerprint(cfg: FilterConfig, files: list[Location]) -> str:
+    """Of what the stored sketches depend on: the input files, the model, sketch, DPO and language settings."""
     inputs = [(f.uri, f.fs.get_file_info(f.path).size) for f in files]
     extra = {"inputs": inputs, "input": cfg.input.model_dump(mode="json"), "batch_size": cfg.resources.batch_size}
-    return _fingerprint(cfg, SKETCH_SECTIONS, extra)
+    return cfg.fingerprint(SKETCH_SECTIONS, extra)
 
 
-def plan(cfg: FilterConfig, fresh: bool = False) -> FilterRun:
-    """Resolve inputs, read footers, check the run directory; no Ray yet (errors surface in seconds)."""
+def select_fingerprint(cfg: FilterConfig) -> str:
+    """Of what decides the selection from stored sketches; ``run.seed`` draws the random baseline's subset."""
+    return cfg.fingerprint(SELECT_SECTIONS, {"run.seed": cfg.run.seed})
+
+
+def select_problems(overrides: list[str]) -> list[str]:
+    """``congrad-ray select`` re-scores stored sketches: overrides of what they were computed with are refused."""
+    problems = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.split(".")[0] in (*SKETCH_SECTIONS, "input") or key in ("run.output", "resources.batch_size"):
+            problems.append(
+                f"--set {key}: the run's stored sketches fix it; run `congrad-ray filter` with it and a new --output"
+            )
+    return problems
+
+
+def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX) -> FilterRun:
+    """Resolve inputs, read footers, check the run directory; no Ray yet (errors surface in seconds). ``fix``: the
+    advice when the run directory holds another run."""
     t0 = time.perf_counter()
     paths = materialize_inputs(cfg.input.paths)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"paths": paths})})
     try:
         files = expand_inputs(cfg.input.paths)
     except FileNotFoundError as e:
-        raise InputError(f"{e}; check input.paths or --input") from None
+        raise InputError(f"{e}; check input.paths") from None
     if not files:
-        raise InputError(f"no .parquet files under {cfg.input.paths}; check input.paths or --input")
+        raise InputError(f"no .parquet files under {cfg.input.paths}; check input.paths")
     units, schema = plan_units(files, cfg.input.rows_per_unit, cfg.input.lang_column)
     if not units:
         raise InputError(f"the input ({len(files)} file(s) under {cfg.input.paths}) has no rows")
@@ -99,7 +110,7 @@ def plan(cfg: FilterConfig, fresh: bool = False) -> FilterRun:
             ]
         )
     holds = "a filter run of another input or model/sketch/dpo config"
-    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, files), holds, fresh)
+    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, files), holds, fresh, fix)
     run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
     fr = FilterRun(cfg, run, units)
     fr.stage("plan", time.perf_counter() - t0)
@@ -151,6 +162,8 @@ def sketch_stage(fr: FilterRun) -> None:
             num_gpus=r.gpus_per_actor or None,
         )
         summaries = sketched.take_all()
+        if error := sketch_errors(summaries):
+            raise error
     else:
         prepared.materialize()  # status files only
     summary = {
@@ -161,9 +174,20 @@ def sketch_stage(fr: FilterRun) -> None:
         "actor_pids": sorted({int(s["pid"]) for s in summaries}),
         "actor_peak_rss_mb": max((float(s["peak_rss_mb"]) for s in summaries), default=None),
         "bucket_seconds": round(sum(float(s["seconds"]) for s in summaries), 3),
+        "language_codes": language_codes(run),
     }
     run.join("_state", "sketch.json").write_json(summary)
     fr.stage("sketch", time.perf_counter() - t0)
+
+
+def language_codes(run: Location) -> dict[str, str]:
+    """Each input language code that canonicalisation changed, and what it became (from the status files)."""
+    mapping: dict[str, str] = {}
+    for f in run.join("rows").list(".parquet"):
+        table = f.read_table(["lang_input", "lang"])
+        table = table.filter(pc.is_valid(table["lang_input"]))
+        mapping.update(zip(table["lang_input"].to_pylist(), table["lang"].to_pylist()))
+    return dict(sorted(mapping.items()))
 
 
 def _shuffle_partitions(buckets: int, done: int) -> int:
@@ -183,7 +207,7 @@ def seen_languages(cfg: FilterConfig, present: list[str]) -> list[str]:
 def select_stage(fr: FilterRun) -> pa.Table:
     """Direction, scores and decisions (redone when the selection-side config changed)."""
     cfg, run = fr.cfg, fr.run
-    fp = _fingerprint(cfg, SELECT_SECTIONS)
+    fp = select_fingerprint(cfg)
     state = run.join("_state", "decisions.json")
     scores_file = run.join("scores.parquet")
     if state.exists() and state.read_json()["fingerprint"] == fp and scores_file.exists():
@@ -249,6 +273,8 @@ def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> d
 
     t0 = time.perf_counter()
     fr = plan(cfg, fresh)
+    if not fr.run.join("_state", "sketch.json").exists():  # the model is needed: fail on it before Ray starts
+        check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
     ensure_ray(cfg.resources.num_cpus)
     sketch_stage(fr)
     return _finish(fr, report, t0)
@@ -259,7 +285,7 @@ def reselect(cfg: FilterConfig, report: bool = True) -> dict[str, Any]:
     from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
-    fr = plan(cfg)
+    fr = plan(cfg, fix="its input files changed since they were sketched; run `congrad-ray filter` on them")
     if not fr.run.join("_state", "sketch.json").exists():
         raise ConfigError([f"{fr.run.uri} has not finished sketching; run `congrad-ray filter` on it first"])
     ensure_ray(cfg.resources.num_cpus)
@@ -277,7 +303,8 @@ def _finish(fr: FilterRun, report: bool, t0: float) -> dict[str, Any]:
         write_report(fr.run, decisions, records, fr.cfg.input.truth_column)
         fr.stage("report", time.perf_counter() - t1)
     fr.stage("total", time.perf_counter() - t0)
-    manifest = manifest_mod.build(fr.cfg, fr.run, records, fr.timings, fr.skipped, _scores_summary(decisions))
+    codes = fr.run.join("_state", "sketch.json").read_json().get("language_codes", {})
+    manifest = manifest_mod.build(fr.cfg, fr.run, records, fr.timings, fr.skipped, _scores_summary(decisions), codes)
     fr.run.join("manifest.json").write_json(manifest)
     return manifest
 

@@ -1,4 +1,5 @@
-"""``manifest.json``: counts per language per outcome, config and its hash, seeds, versions, git SHA, timings."""
+"""``manifest.json``: counts per language per outcome, config and its hash, seeds, versions, git SHA, timings, and
+the input language codes that were canonicalised (``language_codes``: as written -> canonical)."""
 
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ def build(
     timings: dict[str, float],
     skipped: list[str],
     scores: dict[str, Any],
+    language_codes: dict[str, str],
 ) -> dict[str, Any]:
     direction = run.join("direction", "direction.json")
     return {
         "run_dir": run.uri,
         "counts": count_outcomes(records),
+        "language_codes": language_codes,
         "scores": scores,
         "direction": direction.read_json() if direction.exists() else None,
         "config": cfg.model_dump(mode="json"),

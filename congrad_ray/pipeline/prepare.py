@@ -1,6 +1,7 @@
 """Stage A (CPU tasks): read a unit, validate every row, tokenise the valid ones, record every row's status.
 
-The status file ``rows/<unit>.parquet`` (``_row, id, lang, reason``) is written atomically for every unit; the
+The status file ``rows/<unit>.parquet`` (``_row, id, lang, reason, lang_input``) is written atomically for every
+unit; ``lang`` is the canonical code and ``lang_input`` the value as the input wrote it, where they differ. The
 valid, tokenised rows flow on to the sketch actors, grouped by id-hash bucket.
 """
 
@@ -12,13 +13,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..core.rows import RowRules, bucket_of, check_row
+from ..core.rows import RowRules, bucket_of, check_row, check_tokens, decode_rows
 from ..storage import Location
-from ..tokenization import fits, tokenize_pair
+from ..tokenization import tokenize_pair
 from .units import Unit, read_unit, unit_from_item
 
 TOKENS = pa.list_(pa.int32())
-STATUS_SCHEMA = pa.schema([("_row", pa.string()), ("id", pa.string()), ("lang", pa.string()), ("reason", pa.string())])
+STATUS_SCHEMA = pa.schema(
+    [
+        ("_row", pa.string()),
+        ("id", pa.string()),
+        ("lang", pa.string()),
+        ("reason", pa.string()),
+        ("lang_input", pa.string()),
+    ]
+)
 PREPARED_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -65,30 +74,35 @@ def prepare_units(batch: dict[str, np.ndarray], spec: PrepareSpec) -> pa.Table:
 
 def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
     try:
-        rows = read_unit(unit).to_pylist()
+        table = read_unit(unit)
     except (OSError, pa.ArrowException) as e:
         keys = [f"{unit.file_index:06d}:{r:012d}" for r in range(unit.start, unit.stop)]
         reason = f"unreadable: {str(e).splitlines()[0][:200]}"
-        _write_status(spec, unit, [(k, None, None, reason) for k in keys])
+        _write_status(spec, unit, [(k, None, None, reason, None) for k in keys])
         return PREPARED_SCHEMA.empty_table()
+    rows, undecodable = decode_rows(table)
     status, prepared = [], {name: [] for name in PREPARED_SCHEMA.names}
     tok = spec.tokenizer()
-    for row in rows:
+    refs = spec.rules.ref_columns
+    for key, row, bad in zip(table.column("_row").to_pylist(), rows, undecodable):
+        if bad is not None:
+            status.append((key, None, None, bad, None))
+            continue
         sample_id, lang, reason = check_row(row, spec.rules)
         if reason is None:
             pair = tokenize_pair(tok, row["prompt"], row["chosen"], row["rejected"])
-            if not fits(pair, spec.max_length, spec.truncation_mode):
-                reason = "prompt_too_long"
-        status.append((row["_row"], sample_id, lang, reason))
+            lens = (len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids))
+            reason = check_tokens(*lens, spec.max_length, spec.truncation_mode)
+        raw_lang = row.get(spec.rules.lang_column)
+        status.append((key, sample_id, lang, reason, raw_lang if lang is not None and raw_lang != lang else None))
         if reason is not None:
             continue
         bucket = bucket_of(sample_id, spec.buckets)
         if bucket in spec.skip_buckets:
             continue
-        refs = spec.rules.ref_columns
         for name, value in (
             ("id", sample_id),
-            ("_row", row["_row"]),
+            ("_row", key),
             ("lang", lang),
             ("bucket", bucket),
             ("prompt_ids", pair.prompt_ids),
@@ -103,6 +117,6 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
 
 
 def _write_status(spec: PrepareSpec, unit: Unit, status: list[tuple]) -> None:
-    cols = list(zip(*status)) if status else [[], [], [], []]
+    cols = list(zip(*status)) if status else [[]] * len(STATUS_SCHEMA)
     table = pa.Table.from_arrays([pa.array(list(c), pa.string()) for c in cols], schema=STATUS_SCHEMA)
     Location.of(spec.run_uri).join("rows", f"{unit.name}.parquet").write_table(table)

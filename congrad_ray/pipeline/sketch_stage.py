@@ -20,6 +20,7 @@ import torch
 
 from ..config import FilterConfig
 from ..core import LanguageSums
+from ..errors import ConfigError
 from ..storage import Location
 from ..tokenization import TokenizedPair
 
@@ -45,7 +46,10 @@ def read_partials(table: pa.Table, k: int) -> LanguageSums:
 
 
 class GradientSketcher:
-    """Ray Data actor: ``map_groups`` body over ``bucket`` groups of prepared rows."""
+    """Ray Data actor: ``map_groups`` body over ``bucket`` groups of prepared rows, returning one summary row per
+    bucket. A user error (a model that does not load, a run directory that cannot be written) is returned in the
+    summary's ``error`` rather than raised: Ray Data logs a ``map_groups`` exception with its worker traceback, and
+    the driver turns the error into one line (:func:`sketch_errors`)."""
 
     def __init__(self, config_json: str, run_uri: str):
         from ..engine import SketchEngine
@@ -53,14 +57,27 @@ class GradientSketcher:
         cfg = FilterConfig.model_validate_json(config_json)
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-        self.engine = SketchEngine.from_config(cfg)
+        self.error = ""
+        try:
+            self.engine = SketchEngine.from_config(cfg)
+        except ConfigError as e:
+            self.error = str(e)
+            return
         self.batch_size = cfg.resources.batch_size
         self.use_ref_columns = self.engine.reference_mode == "columns"
         self.run = Location.of(run_uri)
 
     def __call__(self, group: pa.Table) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
         bucket = int(group.column("bucket")[0].as_py())
+        if not self.error:
+            try:
+                return self._sketch_bucket(bucket, group)
+            except ConfigError as e:
+                self.error = str(e)
+        return {**_summary(bucket, 0, 0, 0.0), "error": np.array([self.error])}
+
+    def _sketch_bucket(self, bucket: int, group: pa.Table) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
         winners, duplicates = _deduplicate(group)
         sketch_table, sums = self._sketch_rows(winners)
         dup_table = pa.table(
@@ -74,14 +91,8 @@ class GradientSketcher:
         out = pa.concat_tables([sketch_table, dup_table], promote_options="default")
         self.run.join("sketches", f"{bucket_name(bucket)}.parquet").write_table(out)
         self.run.join("partials", f"{bucket_name(bucket)}.parquet").write_table(partials_table(sums))
-        return {
-            "bucket": np.array([bucket]),
-            "pairs": np.array([winners.num_rows]),
-            "duplicates": np.array([duplicates.num_rows]),
-            "seconds": np.array([time.perf_counter() - start]),
-            "pid": np.array([os.getpid()]),
-            "peak_rss_mb": np.array([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]),
-        }
+        summary = _summary(bucket, winners.num_rows, duplicates.num_rows, time.perf_counter() - start)
+        return {**summary, "error": np.array([""])}
 
     def _sketch_rows(self, rows: pa.Table) -> tuple[pa.Table, LanguageSums]:
         """Sketch every row (micro-batches in (length, id) order); results and partial sums in id order."""
@@ -129,6 +140,23 @@ class GradientSketcher:
             }
         )
         return table, sums
+
+
+def _summary(bucket: int, pairs: int, duplicates: int, seconds: float) -> dict[str, np.ndarray]:
+    return {
+        "bucket": np.array([bucket]),
+        "pairs": np.array([pairs]),
+        "duplicates": np.array([duplicates]),
+        "seconds": np.array([seconds]),
+        "pid": np.array([os.getpid()]),
+        "peak_rss_mb": np.array([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]),
+    }
+
+
+def sketch_errors(summaries: list[dict]) -> ConfigError | None:
+    """The user errors the sketch actors returned, as one :class:`ConfigError` (each problem once), or None."""
+    problems = sorted({line for s in summaries if s["error"] for line in str(s["error"]).splitlines()})
+    return ConfigError(problems) if problems else None
 
 
 def _deduplicate(group: pa.Table) -> tuple[pa.Table, pa.Table]:

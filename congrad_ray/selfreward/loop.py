@@ -20,10 +20,7 @@ and train steps resume inside themselves too). A directory belongs to one data c
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -33,43 +30,14 @@ from ..errors import ConfigError
 from ..models import resolve_model_path
 from ..storage import Location, claim_run_dir
 from .config import IterateConfig, resolve_backend
-from .stages import STAGE_FUNCTIONS, STAGE_OUTPUTS, STAGES
-
-
-@dataclass
-class RoundContext:
-    cfg: IterateConfig
-    root: Location
-    index: int
-    model_in: str
-    pool: list[dict]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def dir(self) -> Location:
-        return self.root.join(f"round-{self.index:02d}")
-
-    def record(self, stage: str) -> Location:
-        return self.dir.join("_state", f"{stage}.json")
-
-    def done(self, stage: str) -> dict[str, Any] | None:
-        rec = self.record(stage)
-        return rec.read_json() if rec.exists() else None
-
-
-def _fingerprint(cfg: IterateConfig) -> str:
-    canon = json.dumps(cfg.data_fingerprint_sections(), sort_keys=True)
-    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+from .context import RoundContext
+from .stages import STAGE_NAMES, STAGES
 
 
 def prepare_root(cfg: IterateConfig, fresh: bool) -> Location:
     holds = "a loop of another configuration (only run.rounds may change)"
-    root = claim_run_dir(cfg.run.output, "data", _fingerprint(cfg), holds, fresh)
-    import yaml
-
-    root.join("iterate.yaml").write_bytes(
-        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True).encode()
-    )
+    root = claim_run_dir(cfg.run.output, "data", cfg.data_fingerprint(), holds, fresh)
+    root.join("iterate.yaml").write_bytes(cfg.to_yaml().encode())
     return root
 
 
@@ -111,10 +79,10 @@ def invalidate_after(rc: RoundContext, stage: str) -> None:
     """A stage about to run makes everything downstream stale: later stages of its round that have a record
     (possible only after a record was deleted by hand) lose their outputs and records, later rounds their
     directories. In a normal run or resume there is nothing downstream yet, and nothing is deleted."""
-    later = STAGES[STAGES.index(stage) + 1 :]
-    if any(rc.record(s).exists() for s in later):
+    later = STAGES[STAGE_NAMES.index(stage) + 1 :]
+    if any(rc.record(s.name).exists() for s in later):
         for s in later:
-            for target in [*(rc.dir.join(name) for name in STAGE_OUTPUTS[s]), rc.record(s)]:
+            for target in [*(rc.dir.join(name) for name in s.outputs), rc.record(s.name)]:
                 _remove(target)
     t = rc.index + 1
     while rc.root.join(f"round-{t:02d}").exists():
@@ -129,7 +97,8 @@ def run_iterate(cfg: IterateConfig, fresh: bool = False, stop_after: str | None 
     from .report import write_report
 
     if stop_after is not None and not _valid_stop(stop_after):
-        raise ConfigError([f"--stop-after {stop_after!r}: expected ROUND:STAGE with STAGE one of {', '.join(STAGES)}"])
+        stages = ", ".join(STAGE_NAMES)
+        raise ConfigError([f"--stop-after {stop_after!r}: expected ROUND:STAGE with STAGE one of {stages}"])
     t0 = time.perf_counter()
     root = prepare_root(cfg, fresh)
     pool = frozen_pool(cfg, root)
@@ -139,17 +108,18 @@ def run_iterate(cfg: IterateConfig, fresh: bool = False, stop_after: str | None 
     for t in range(1, cfg.run.rounds + 1):
         rc = RoundContext(cfg, root, t, model, pool)
         for stage in STAGES:
-            name = f"round-{t:02d}/{stage}"
-            if rc.done(stage) is not None:
+            name = f"round-{t:02d}/{stage.name}"
+            if rc.done(stage.name) is not None:
                 resumed.append(name)
                 continue
-            invalidate_after(rc, stage)
+            invalidate_after(rc, stage.name)
             s0 = time.perf_counter()
-            summary = STAGE_FUNCTIONS[stage](rc)
-            record = {"stage": stage, "round": t, "model_in": model, "seconds": round(time.perf_counter() - s0, 3)}
-            rc.record(stage).write_json({**record, **summary})
+            summary = stage.run(rc)
+            seconds = round(time.perf_counter() - s0, 3)
+            record = {"stage": stage.name, "round": t, "model_in": model, "seconds": seconds}
+            rc.record(stage.name).write_json({**record, **summary})
             ran.append(name)
-            if stop_after == f"{t}:{stage}":
+            if stop_after == f"{t}:{stage.name}":
                 return _summary(root, model, resumed, ran, stats, t0, stopped=name)
         stats.append(rc.dir.join("stats.json").read_json())
         model = rc.done("train").get("model_out") or model
@@ -159,7 +129,7 @@ def run_iterate(cfg: IterateConfig, fresh: bool = False, stop_after: str | None 
 
 def _valid_stop(spec: str) -> bool:
     round_, _, stage = spec.partition(":")
-    return round_.isdigit() and stage in STAGES
+    return round_.isdigit() and stage in STAGE_NAMES
 
 
 def _summary(
@@ -180,4 +150,4 @@ def _summary(
     return summary
 
 
-__all__ = ["RoundContext", "STAGES", "frozen_pool", "prepare_root", "resolve_backend", "run_iterate"]
+__all__ = ["RoundContext", "frozen_pool", "prepare_root", "resolve_backend", "run_iterate"]

@@ -1,24 +1,23 @@
-"""The six stages of one round. Each reads its inputs from the round directory, writes its outputs atomically and
-returns the summary that :mod:`.loop` stores as the stage's completion record."""
+"""The six stages of one round, in :data:`STAGES` (name, function, outputs). Each reads its inputs from the round
+directory, writes its outputs atomically and returns the summary that :mod:`.loop` stores as the stage's completion
+record; ``outputs`` are what it writes in the round directory (so a re-run can invalidate them)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .backends import BackendSpec, SamplingSpec
 from .config import IterateConfig, resolve_backend
+from .context import RoundContext
 from .inference import PoolSpec, RenderSpec, derive_seed, run_requests, tokenizer_for
 
-if TYPE_CHECKING:
-    from .loop import RoundContext
-
-STAGES = ("generate", "judge", "pairs", "filter", "train", "eval")
 CANDIDATE_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -214,26 +213,24 @@ def train(rc: RoundContext) -> dict[str, Any]:
 def evaluate(rc: RoundContext) -> dict[str, Any]:
     from .report import round_stats
 
-    records = {s: rc.done(s) for s in STAGES if s != "eval"}
+    records = {s: rc.done(s) for s in STAGE_NAMES if s != "eval"}
     stats = round_stats(rc.index, rc.model_in, records)
     rc.dir.join("stats.json").write_json(stats)
     return {"stats": rc.dir.join("stats.json").uri}
 
 
-# What each stage writes in the round directory (directories without a suffix).
-STAGE_OUTPUTS = {
-    "generate": ("prompts.parquet", "candidates.parquet"),
-    "judge": ("judgements.parquet",),
-    "pairs": ("pairs", "dropped_prompts.parquet"),
-    "filter": ("filter",),
-    "train": ("train",),
-    "eval": ("stats.json",),
-}
-STAGE_FUNCTIONS = {
-    "generate": generate,
-    "judge": judge,
-    "pairs": pairs,
-    "filter": filter_stage,
-    "train": train,
-    "eval": evaluate,
-}
+class Stage(NamedTuple):
+    name: str
+    run: Callable[[RoundContext], dict[str, Any]]
+    outputs: tuple[str, ...]  # what it writes in the round directory (directories without a suffix)
+
+
+STAGES = (
+    Stage("generate", generate, ("prompts.parquet", "candidates.parquet")),
+    Stage("judge", judge, ("judgements.parquet",)),
+    Stage("pairs", pairs, ("pairs", "dropped_prompts.parquet")),
+    Stage("filter", filter_stage, ("filter",)),
+    Stage("train", train, ("train",)),
+    Stage("eval", evaluate, ("stats.json",)),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -9,10 +9,9 @@ The trained model (a full checkpoint; LoRA adapters merged) is the next round's 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .loop import RoundContext
+from .context import RoundContext
 
 
 def _q(value: Any) -> str:

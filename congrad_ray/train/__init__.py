@@ -1,4 +1,4 @@
-"""DPO on the kept subset with Ray Train (DESIGN.md, step 7): TRL's DPOTrainer with core's LP-DPO loss in every
+"""DPO on the kept subset with Ray Train (docs/design.md §7): TRL's DPOTrainer with core's LP-DPO loss in every
 worker, LoRA or full fine-tuning, Ray Train checkpoints and resume, per-language held-out evaluation.
 
 ``load_train_config`` is cheap to import; ``run_training`` starts Ray (import it from :mod:`.run`).

@@ -7,26 +7,23 @@ Train workers), ``checkpoint`` (Ray Train checkpoints and retries) and ``eval`` 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import Field, field_validator
 
 from ..config import (
+    Command,
     DPOSection,
     LanguagesSection,
+    LoadContext,
     ModelSection,
     Section,
-    apply_overrides,
-    build_config,
-    check_model_source,
-    load_raw,
+    TopConfig,
+    load_config,
 )
-from ..errors import ConfigError
-from ..storage import has_glob, is_local_path
+from ..models import model_source_problems
+from ..storage import has_glob, is_local_path, output_problems
 
 
 def _listify(v: Any) -> Any:
@@ -101,7 +98,9 @@ class EvalSection(Section):
     plot: bool = True
 
 
-class TrainConfig(Section):
+class TrainConfig(TopConfig):
+    example: ClassVar[str] = "configs/train-tiny-cpu.yaml"
+
     run: TrainRunSection = TrainRunSection()
     data: TrainDataSection = TrainDataSection()
     model: ModelSection = ModelSection()
@@ -111,12 +110,12 @@ class TrainConfig(Section):
     checkpoint: CheckpointSection = CheckpointSection()
     eval: EvalSection = EvalSection()
 
-    def config_hash(self) -> str:
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+    def problems(self, ctx: LoadContext) -> list[str]:
+        return check_train_config(self, ctx)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    @classmethod
+    def raw_problems(cls, raw: dict[str, Any], ctx: LoadContext) -> list[str]:
+        return _check_raw_sources(raw) if ctx.check_paths else []
 
     def reference_mode(self) -> str:
         """``auto`` resolved: the base with adapters disabled for LoRA, else a frozen copy of the initial policy."""
@@ -147,32 +146,21 @@ def check_data_path(path: str, key: str) -> list[str]:
     return []
 
 
-def check_adapter_source(path: str, key: str) -> list[str]:
-    if (
-        not is_local_path(path)
-        or has_glob(path)
-        or not (path.startswith(("/", "./", "../", "~")) or Path(path).exists())
-    ):
-        return []  # a hub id
-    p = Path(path).expanduser()
-    if not (p / "adapter_config.json").is_file():
-        return [f"{key}: {path} has no adapter_config.json; point it at a saved PEFT adapter directory"]
-    return []
-
-
-def check_train_config(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
-    """Checks that span sections, and (``check_paths``) those that need the outside world; all returned together."""
+def check_train_config(cfg: TrainConfig, ctx: LoadContext) -> list[str]:
+    """Checks that span sections, and (``ctx.check_paths``) those that need the outside world; all together."""
     problems = []
-    if check_paths:
+    if ctx.check_paths:
         if not cfg.data.train:
+            how = ctx.command.how_to_set("data.train")
             problems.append(
-                "data.train is empty: set it to a filter run directory, Parquet paths or demo://train (--train)"
+                f"data.train is empty: set it to a filter run directory, Parquet paths or demo://train ({how})"
             )
         for p in cfg.data.train:
             problems += check_data_path(p, "data.train")
         for p in cfg.data.eval:
             problems += check_data_path(p, "data.eval")
-        problems += check_model_source(cfg.model.name_or_path, "model.name_or_path")
+        problems += model_source_problems(cfg.model.name_or_path, "model.name_or_path")
+        problems += output_problems(cfg.run.output, "run.output", ctx.command.how_to_set("run.output"))
     m, ref = cfg.model, cfg.model.reference
     if ref == "columns":
         problems.append(
@@ -184,10 +172,10 @@ def check_train_config(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     if ref == "model":
         if not m.reference_path:
             problems.append("model.reference is 'model' but model.reference_path is unset: set it to a checkpoint")
-        elif check_paths:
-            problems += check_model_source(m.reference_path, "model.reference_path")
-    if check_paths and m.lora is not None and m.lora.adapter_path:
-        problems += check_adapter_source(m.lora.adapter_path, "model.lora.adapter_path")
+        elif ctx.check_paths:
+            problems += model_source_problems(m.reference_path, "model.reference_path", tokenizer=False)
+    if ctx.check_paths and m.lora is not None and m.lora.adapter_path:
+        problems += model_source_problems(m.lora.adapter_path, "model.lora.adapter_path", adapter=True)
     if cfg.optim.bf16 and not cfg.scaling.use_gpu:
         problems.append("optim.bf16 needs scaling.use_gpu: true; set optim.bf16: false for CPU runs")
     n = cfg.scaling.num_cpus
@@ -196,11 +184,7 @@ def check_train_config(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
             f"scaling: {cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker} CPUs exceed num_cpus={n}; "
             "lower scaling.cpus_per_worker (fractions such as 0.5 are fine)"
         )
-    langs = cfg.eval.languages
-    overlap = set(langs.unseen) & set(langs.seen if isinstance(langs.seen, list) else [])
-    if overlap:
-        problems.append(f"eval.languages: {sorted(overlap)} are both seen and unseen; list each language once")
-    return problems
+    return problems + cfg.eval.languages.problems("eval.languages")
 
 
 def _check_raw_sources(raw: dict[str, Any]) -> list[str]:
@@ -208,13 +192,16 @@ def _check_raw_sources(raw: dict[str, Any]) -> list[str]:
     problems = []
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     if isinstance(model.get("name_or_path"), str):
-        problems += check_model_source(model["name_or_path"], "model.name_or_path")
+        problems += model_source_problems(model["name_or_path"], "model.name_or_path")
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     for key in ("train", "eval"):
         for p in _listify(data.get(key)) or []:
             if isinstance(p, str):
                 problems += check_data_path(p, f"data.{key}")
     return problems
+
+
+TRAIN_COMMAND = Command(flags={"data.train": "--train", "data.eval": "--eval", "run.output": "--output"})
 
 
 def load_train_config(
@@ -224,24 +211,12 @@ def load_train_config(
     eval: list[str] | None = None,
     output: str | None = None,
     check_paths: bool = True,
+    command: Command = TRAIN_COMMAND,
 ) -> TrainConfig:
-    """Load, override, validate and check a training config; raises :class:`ConfigError` listing every problem."""
-    raw, problems = load_raw(path)
-    problems = [p.replace("configs/tiny-cpu.yaml", "configs/train-tiny-cpu.yaml") for p in problems]
-    problems += apply_overrides(raw, list(overrides))
-    data = raw.setdefault("data", {}) if isinstance(raw.get("data", {}), dict) else {}
-    if train:
-        data["train"] = list(train)
-    if eval:
-        data["eval"] = list(eval)
-    if output:
-        raw.setdefault("run", {})["output"] = output
-    cfg, structural = build_config(raw, TrainConfig)
-    problems += [p.replace("configs/tiny-cpu.yaml", "configs/train-tiny-cpu.yaml") for p in structural]
-    if cfg is not None:
-        problems += check_train_config(cfg, check_paths)
-    elif check_paths:
-        problems += _check_raw_sources(raw)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    """:func:`~congrad_ray.config.load_config` for a training config, with ``--train``, ``--eval``, ``--output``."""
+    values = {
+        "data.train": list(train) if train else None,
+        "data.eval": list(eval) if eval else None,
+        "run.output": output,
+    }
+    return load_config(TrainConfig, path, overrides, values, check_paths, command)

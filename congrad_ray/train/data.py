@@ -57,14 +57,22 @@ def input_files(paths: list[str], key: str) -> list[str]:
 
 
 def read_columns(files: list[str], id_column: str, lang_column: str) -> list[str]:
-    """The columns to read: the text columns, and id / lang when the first file has them."""
-    loc = Location.of(files[0])
-    with loc.fs.open_input_file(loc.path) as f:
-        names = pq.read_schema(f).names
-    missing = [c for c in TEXT_COLUMNS if c not in names]
-    if missing:
-        raise InputError(f"{files[0]} lacks the column(s) {missing}; preference data needs prompt, chosen, rejected")
-    return [*TEXT_COLUMNS, *(c for c in (id_column, lang_column) if c in names)]
+    """The columns to read: the text columns, and id / lang when the first file has them. Every file's footer is
+    read here, on the driver, so a corrupt file or a missing column is an :class:`InputError` before Ray reads."""
+    first = None
+    for uri in files:
+        loc = Location.of(uri)
+        try:
+            with loc.fs.open_input_file(loc.path) as f:
+                names = pq.read_schema(f).names
+        except (OSError, pa.ArrowInvalid) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(f"{uri} is not a readable Parquet file ({reason}); fix or remove it") from None
+        missing = [c for c in TEXT_COLUMNS if c not in names]
+        if missing:
+            raise InputError(f"{uri} lacks the column(s) {missing}; preference data needs prompt, chosen, rejected")
+        first = first or names
+    return [*TEXT_COLUMNS, *(c for c in (id_column, lang_column) if c in first)]
 
 
 @dataclass(frozen=True)
@@ -94,20 +102,19 @@ def order_key(sample_id: str, row: dict[str, Any] | None = None) -> str:
 
 def prepare_rows(batch: pa.Table, spec: PrepareSpec, split: str) -> pa.Table:
     """Adds ``_split``, ``_id``, ``_lang``, ``_reason`` (None: trainable) and ``_order`` to a batch of rows."""
-    from ..core.rows import RowRules, check_row
-    from ..tokenization import fits, tokenize_pair
+    from ..core.rows import RowRules, check_row, check_tokens, decode_rows
+    from ..tokenization import tokenize_pair
 
     tokenizer = _tokenizer(spec.tokenizer_path, spec.revision, spec.trust_remote_code)
     rules = RowRules(spec.id_column, spec.lang_column, None, None)
     ids, langs, reasons, orders = [], [], [], []
-    for row in batch.to_pylist():
-        sample_id, lang, reason = check_row(row, rules)
+    rows, undecodable = decode_rows(batch)
+    for row, bad in zip(rows, undecodable):
+        sample_id, lang, reason = (None, None, bad) if bad is not None else check_row(row, rules)
         if reason is None:
             pair = tokenize_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
-            if not pair.chosen_ids or not pair.rejected_ids:
-                reason = "empty_completion"
-            elif not fits(pair, spec.max_length, spec.truncation_mode):
-                reason = "prompt_too_long"
+            lens = (len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids))
+            reason = check_tokens(*lens, spec.max_length, spec.truncation_mode)
         ids.append(sample_id)
         langs.append(lang)
         reasons.append(reason)

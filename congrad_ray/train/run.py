@@ -18,7 +18,6 @@ and the workers continue from the last checkpoint; a finished training is not re
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from typing import Any
@@ -27,17 +26,17 @@ from ..errors import InputError
 from ..storage import Location, claim_run_dir
 from .config import TrainConfig
 
-TRAINING_SECTIONS = ("data", "model", "dpo", "optim")
+TRAINING_SECTIONS = ("model", "dpo", "optim")
 
 
 def fingerprint(cfg: TrainConfig) -> str:
     """What a checkpoint depends on: run name and seed, training data, model, loss, optimiser, worker count."""
-    dump = cfg.model_dump(mode="json")
-    payload = {s: dump[s] for s in TRAINING_SECTIONS}
-    payload["data"].pop("eval")
-    payload["run"] = {"name": cfg.run.name, "seed": cfg.run.seed}
-    payload["num_workers"] = cfg.scaling.num_workers
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    extra = {
+        "data": cfg.data.model_dump(mode="json", exclude={"eval"}),
+        "run": {"name": cfg.run.name, "seed": cfg.run.seed},
+        "num_workers": cfg.scaling.num_workers,
+    }
+    return cfg.fingerprint(TRAINING_SECTIONS, extra)
 
 
 def max_steps(cfg: TrainConfig, shard_rows: int) -> int:
@@ -146,6 +145,7 @@ def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
     """Train (or resume) on ``data.train``, export the model, evaluate on ``data.eval``; returns the metrics."""
     from ray.train import Checkpoint
 
+    from ..models import check_loadable
     from ..ray_env import ensure_ray
     from .export import finalize
     from .loop import WorkerSpec
@@ -157,6 +157,7 @@ def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
     done = out.join("metrics.json")
     if done.exists() and done.read_json()["run"]["config_hash"] == cfg.config_hash():
         return done.read_json()  # a finished run of this very config: nothing to redo
+    check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)  # before Ray starts
     ensure_ray(cfg.scaling.num_cpus)
     timings["ray_init"] = time.perf_counter() - t0
     train, heldout, heldout_table = _prepare(cfg, out)
