@@ -295,6 +295,21 @@ CASES = [
         ("judge.kk: unknown key", "configs/iterate-tiny-cpu.yaml"),
     ),
     Case(
+        "iterate_generation_takes_every_cpu",
+        lambda t, _: [
+            "iterate",
+            "--config",
+            ITERATE,
+            "--output",
+            str(t / "it"),
+            "--set",
+            "run.num_cpus=2",
+            "--set",
+            "generation.cpus_per_actor=2",
+        ],
+        ("take all 2 CPUs of the embedded Ray", "generation.cpus_per_actor <= 1.75"),
+    ),
+    Case(
         "iterate_stop_after_malformed",
         lambda t, _: ["iterate", "--config", ITERATE, "--stop-after", "judge", "--output", str(t / "it")],
         ("--stop-after 'judge': expected ROUND:STAGE",),
@@ -346,6 +361,7 @@ def no_ray(monkeypatch):
         raise AssertionError("Ray was started: this error should have been found before")
 
     monkeypatch.setattr("congrad_ray.ray_env.ensure_ray", refuse)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the embedded-Ray checks apply
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

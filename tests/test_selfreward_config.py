@@ -37,6 +37,25 @@ def test_gpu_config_asks_for_vllm_on_gpus():
             load_iterate_config(CONFIGS / "iterate-gemma2-2b.yaml", check_paths=True)
 
 
+@pytest.mark.parametrize(
+    ("actors", "cpus_per_actor", "num_cpus", "refused"),
+    [(1, 2, 2, True), (2, 1, 2, True), (1, 1.75, 2, False), (1, 1, 2, False), (4, 1, 8, False)],
+)
+def test_generation_actors_must_leave_the_render_tasks_a_cpu(monkeypatch, actors, cpus_per_actor, num_cpus, refused):
+    """Actors that take every CPU of an embedded Ray starve the tasks that render their prompts (the loop hangs);
+    on a cluster (``RAY_ADDRESS``) the autoscaler adds nodes, so nothing is refused there."""
+    from congrad_ray.selfreward.config import GenerationSection, embedded_cpu_problems
+
+    g = GenerationSection(actors=actors, cpus_per_actor=cpus_per_actor)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    problems = embedded_cpu_problems(g, num_cpus)
+    assert bool(problems) == refused, problems
+    if refused:
+        assert "raise run.num_cpus" in problems[0]
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert embedded_cpu_problems(g, num_cpus) == []
+
+
 def test_all_problems_reported_together(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -60,30 +60,6 @@ def filter_config(cfg: SettingConfig, data: SeedData, seed: int, output: Path, e
     return load_filter_config(None, [*filter_overrides(cfg, data, seed), *extra], [str(data.train_dir)], str(output))
 
 
-def train_config(
-    cfg: SettingConfig, data: SeedData, seed: int, arm: str, kept: Path, output: Path, extra: list[str] = ()
-) -> Any:
-    from congrad_ray.train import load_train_config
-
-    m = cfg.model
-    overrides = [
-        f"model.name_or_path={override_value(data.model_path)}",
-        f"model.dtype={m.dtype}",
-        f"model.attn_implementation={override_value(m.attn_implementation)}",
-        f"run.name={arm}",
-        f"run.seed={seed}",
-        f"eval.languages.seen={override_value(list(cfg.corpus.seen))}",
-        f"eval.languages.unseen={override_value(list(cfg.corpus.unseen))}",
-        "eval.plot=false",
-    ]
-    if m.lora is not None:
-        overrides.append(f"model.lora={override_value(m.lora)}")
-    if cfg.num_cpus is not None:
-        overrides.append(f"scaling.num_cpus={cfg.num_cpus}")
-    overrides += flatten(cfg.train) + list(extra)
-    return load_train_config(None, overrides, train=[str(kept)], eval=[str(data.heldout_dir)], output=str(output))
-
-
 # ------------------------------------------------------------------------------------------------ selections
 
 

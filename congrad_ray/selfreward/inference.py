@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .backends import OUTPUT_SCHEMA, BackendSpec, GenerateActor, SamplingSpec
+from .config import RENDER_CPUS
 
 _TOKENIZERS: dict[str, Any] = {}
 
@@ -104,7 +105,7 @@ def run_requests(
         return OUTPUT_SCHEMA.empty_table()
     blocks = max(1, min(requests.num_rows, pool.actors * 4))
     ds = ray.data.from_arrow(requests).repartition(blocks)
-    ds = ds.map_batches(render_batch, batch_format="pyarrow", fn_kwargs={"spec": render}, num_cpus=0.25)
+    ds = ds.map_batches(render_batch, batch_format="pyarrow", fn_kwargs={"spec": render}, num_cpus=RENDER_CPUS)
     if use_ray_data_llm(backend, pool):
         return _ray_data_llm(ds, backend, params, pool)
     out = ds.map_batches(
