@@ -83,3 +83,15 @@ def test_config_hash_is_stable_and_sensitive():
     c = load_filter_config(CONFIGS / "tiny-cpu.yaml", ["selection.rho=0.3"])
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert FilterConfig.model_validate(__import__("yaml").safe_load(a.to_yaml())) == a
+
+
+def test_run_seed_is_part_of_the_selection_fingerprint_not_the_sketch_one():
+    """``run.seed`` draws the random baseline: a changed seed must redo the selection (``congrad-ray select`` once
+    returned the old kept set), and must not invalidate the stored sketches."""
+    from congrad_ray.pipeline.filter_run import select_fingerprint, sketch_fingerprint
+
+    a, b = (load_filter_config(None, [f"run.seed={s}"], check_paths=False) for s in (0, 1))
+    assert select_fingerprint(a) != select_fingerprint(b)
+    assert sketch_fingerprint(a, []) == sketch_fingerprint(b, [])
+    c = load_filter_config(None, ["run.seed=0", "selection.budgets=agreement"], check_paths=False)
+    assert select_fingerprint(c) != select_fingerprint(a) and sketch_fingerprint(c, []) == sketch_fingerprint(a, [])
