@@ -61,7 +61,10 @@ def build(
     skipped: list[str],
     scores: dict[str, Any],
 ) -> dict[str, Any]:
+    from ..ray_env import cluster_summary
+
     direction = run.join("direction", "direction.json")
+    sketch = run.join("_state", "sketch.json")
     return {
         "run_dir": run.uri,
         "counts": count_outcomes(records),
@@ -74,5 +77,7 @@ def build(
         "git_sha": git_sha(),
         "timings_s": timings,
         "resumed_stages": skipped,
+        "sketch": sketch.read_json() if sketch.exists() else None,
+        "cluster": cluster_summary(),
         "outputs": {name: run.join(name).uri for name in ("kept", "dropped", "invalid", "report", "sketches")},
     }
