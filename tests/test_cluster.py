@@ -5,14 +5,20 @@ node-local paths or resources the cluster cannot offer before any work starts.""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.filter_helpers import outcome_ids, read_dir, small_config, small_corpus
+from congrad_ray import models
+from tests.filter_helpers import TINY_MODEL, outcome_ids, read_dir, small_config, small_corpus
 from tests.ray_cluster import ROOT, LocalCluster, base_env, run_driver, start_driver
+from tests.s3_server import s3_server
 from tests.test_train_integration import _registered_step, clean_corpus, train_overrides
 
 pytestmark = pytest.mark.integration
@@ -172,3 +178,80 @@ def test_resources_the_cluster_lacks_fail_in_one_line(cluster, corpus, tmp_path)
     line = next(line for line in done.output.splitlines() if line.startswith("error: resources:"))
     assert "GPU 1 each did not start within 5 s" in line and "3 node(s) offering CPU 4, GPU 0" in line, line
     assert not list((run / "partials").glob("*.parquet"))
+
+
+def _job(cluster: LocalCluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return cluster.ray("job", *args, "--address", cluster.dashboard, timeout=timeout)
+
+
+def _runtime_env(aws: dict[str, str], out: Path) -> Path:
+    """The shipped runtime env plus what this store needs, the way a user adds credentials (outside the repo)."""
+    env = yaml.safe_load((ROOT / "configs" / "cluster" / "runtime_env.yaml").read_text())
+    env["env_vars"].update(aws, HF_HUB_OFFLINE="1", CONGRAD_RAY_CACHE=str(models.cache_dir()))
+    out.write_text(yaml.safe_dump(env))
+    return out
+
+
+def test_job_submit_on_object_storage_resumes_trains_and_exports(cluster, corpus, single_node, tmp_path):
+    """`ray job submit --working-dir .` of jobs/congrad.py (filter -> DPO -> evaluation) with input, run directory,
+    Ray Train storage and the exported model on S3, credentials only in the runtime env. The first submission's
+    driver is killed mid-sketch; the resubmitted job skips the finished buckets and gets the single-node kept set."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from congrad_ray.train import load_train_config
+
+    with s3_server() as aws, pytest.MonkeyPatch.context() as mp:
+        for key, value in aws.items():
+            mp.setenv(key, value)
+        s3, _ = pafs.FileSystem.from_uri("s3://congrad/")
+        for split in ("train", "heldout"):
+            pafs.copy_files(str(corpus.parent / split), f"congrad/input/{split}", destination_filesystem=s3)
+        fcfg, tcfg = tmp_path / "filter.yaml", tmp_path / "train.yaml"
+        fcfg.write_text(small_config("s3://congrad/input/train", tmp_path / "unused", *SPREAD).to_yaml())
+        train_set = ["data.eval=[s3://congrad/input/heldout]", "scaling.placement_strategy=SPREAD"]
+        train_set += ["scaling.num_workers=2", "scaling.cpus_per_worker=0.5", "dpo.max_length=96"]
+        train_set += ["optim.max_steps=4", "optim.batch_size=4", "checkpoint.every_steps=2", "eval.batch_size=32"]
+        train_set += [f"model.name_or_path={TINY_MODEL}", "eval.max_pairs_per_language=4"]
+        tcfg.write_text(load_train_config(None, train_set, check_paths=False).to_yaml())
+        out = "s3://congrad/runs/r1"
+        entry = ["python", "jobs/congrad.py", "--filter", str(fcfg), "--train", str(tcfg), "--output", out]
+        renv = ["--working-dir", str(ROOT), "--runtime-env", str(_runtime_env(aws, tmp_path / "renv.yaml"))]
+
+        first = _job(cluster, "submit", "--no-wait", "--submission-id", "congrad-s3-1", *renv, "--", *entry)
+        assert first.returncode == 0, first.stderr[-3000:]
+        partials = "congrad/runs/r1/filter/partials"
+        deadline = time.time() + 400
+        while not [
+            i for i in s3.get_file_info(pafs.FileSelector(partials, allow_not_found=True)) if "bucket-" in i.path
+        ]:
+            status = _job(cluster, "status", "congrad-s3-1", timeout=60).stdout
+            assert "FAILED" not in status and time.time() < deadline, _job(cluster, "logs", "congrad-s3-1").stdout[
+                -3000:
+            ]
+            time.sleep(0.5)
+        jobs = json.loads(cluster.ray("list", "jobs", "--format=json", "--address", cluster.dashboard).stdout)
+        driver = next(j for j in jobs if j["submission_id"] == "congrad-s3-1")["driver_info"]["pid"]
+        os.kill(int(driver), signal.SIGKILL)  # the driver dies mid-sketch, as with a lost head process
+        while "FAILED" not in _job(cluster, "status", "congrad-s3-1", timeout=60).stdout:
+            assert time.time() < deadline
+            time.sleep(0.5)
+
+        second = _job(cluster, "submit", "--submission-id", "congrad-s3-2", *renv, "--", *entry)
+        logs = second.stdout + second.stderr
+        assert second.returncode == 0 and "succeeded" in logs.lower(), logs[-4000:]
+        assert "congrad-ray filter: 240 rows" in logs  # progress and results reach `ray job logs`
+
+        read = lambda path: json.loads(s3.open_input_stream(path).read())  # noqa: E731
+        sketch = read("congrad/runs/r1/filter/_state/sketch.json")
+        assert sketch["buckets_resumed"] >= 1 and sketch["buckets_resumed"] + sketch["buckets_sketched"] == 4
+        kept = pq.read_table("congrad/runs/r1/filter/kept", filesystem=s3).to_pandas().set_index("id")["score"]
+        assert set(kept.index) == outcome_ids(single_node)["kept"]
+        assert (kept.sort_index() == scores(single_node)).all()  # bitwise, after a resume on S3
+
+        metrics = read("congrad/runs/r1/train/metrics.json")
+        assert metrics["training"]["checkpoint"].startswith("s3://congrad/runs/r1/train/ray/")
+        assert len({w["node"] for w in metrics["training"]["workers"]}) == 2
+        model = tmp_path / "model"
+        pafs.copy_files("congrad/runs/r1/train/model", str(model), source_filesystem=s3)
+        assert models.load_model(str(model)).config.vocab_size == len(models.load_tokenizer(str(model)))
