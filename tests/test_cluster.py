@@ -180,8 +180,8 @@ def test_resources_the_cluster_lacks_fail_in_one_line(cluster, corpus, tmp_path)
     assert not list((run / "partials").glob("*.parquet"))
 
 
-def _job(cluster: LocalCluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return cluster.ray("job", *args, "--address", cluster.dashboard, timeout=timeout)
+def _job(cluster: LocalCluster, command: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return cluster.ray("job", command, "--address", cluster.dashboard, *args, timeout=timeout)
 
 
 def _runtime_env(aws: dict[str, str], out: Path) -> Path:
