@@ -111,6 +111,17 @@ class LocalCluster:
         cmd = [str(BIN / "ray"), *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or self.env)
 
+    def job_info(self, submission_id: str) -> dict:
+        """A submitted job's details from the dashboard's REST API (status, driver pid), with the cluster's token:
+        cheap enough to poll, unlike a `ray job status` process."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.dashboard}/api/jobs/{submission_id}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
     def _start(self, name: str, num_cpus: float, num_gpus: int, *args: str) -> Node:
         node = Node(name, self.root / name, num_cpus, num_gpus)
         common = ["--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"]
