@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import threading
 import time
@@ -74,10 +73,11 @@ def main(out: str, config: str) -> None:
     from congrad_ray.config import load_filter_config
     from congrad_ray.pipeline.filter_run import run_filter
 
-    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    os.environ.update(token)  # the driver, the head and every node the autoscaler starts share it
+    # RAY_AUTH_MODE / RAY_AUTH_TOKEN come from the parent (Ray reads them at import): this driver, the head and
+    # every node the autoscaler starts share the one token
+    assert os.environ.get("RAY_AUTH_MODE") == "token" and os.environ.get("RAY_AUTH_TOKEN")
     cluster = InlineAutoscalingCluster(head_resources={"CPU": 0}, worker_node_types=WORKER_TYPES)
-    cluster.start(override_env=token)
+    cluster.start()
     timeline: list[tuple[float, int]] = []
     stop = threading.Event()
     try:

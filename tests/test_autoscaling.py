@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_gpu_actor_pool_scales_fake_gpu_nodes_from_zero_and_back(tmp_path):
     out = tmp_path / "autoscaling.json"
     ray_tmp = tempfile.mkdtemp(prefix="cas", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     body = f"ip link set lo up && exec {sys.executable} -m tests.autoscaling_body {out} {gpu_cfg}"
-    env = {**base_env(), "RAY_TMPDIR": ray_tmp}
+    env = {**base_env(), "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     try:
         done = subprocess.run(
             [*UNSHARE, "bash", "-c", body], cwd=ROOT, env=env, capture_output=True, text=True, timeout=840
