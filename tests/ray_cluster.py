@@ -130,6 +130,9 @@ class LocalCluster:
         common += [f"--{name}-port={free_port()}" for name in ports]
         extra = ["--temp-dir", str(node.temp_dir), "--disable-usage-stats", "--object-store-memory=200000000"]
         started = self.ray("start", *args, *common, *extra, timeout=180)
+        if started.returncode != 0:  # a node that timed out starting on a loaded machine: clear it, once more
+            stop_processes_under(node.temp_dir)
+            started = self.ray("start", *args, *common, *extra, timeout=180)
         assert started.returncode == 0, f"ray start {name} failed:\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}"
         self.nodes.append(node)
         return node
