@@ -1,8 +1,9 @@
 """Multi-node Ray clusters of `ray start` processes on this one machine, for the integration tests.
 
-* Every node has its own temp dir under the cluster's root (short: Ray's socket paths must stay < 108 bytes), binds
-  to loopback (Ray rewrites ``--node-ip-address=127.0.0.1`` to this host's own address; nothing leaves the machine)
-  and runs with token authentication, one token per cluster, passed to every ``ray`` command, node and driver as
+* Every node has its own temp dir under the cluster's root (short: Ray's socket paths must stay < 108 bytes), is
+  started with ``--node-ip-address=127.0.0.1`` (which Ray keeps only where loopback is the sole interface: the test
+  session's own network namespace, tests/loopback.py; elsewhere it rewrites it to the machine's address) and runs
+  with token authentication, one token per cluster, passed to every ``ray`` command, node and driver as
   ``RAY_AUTH_TOKEN`` (``~/.ray/auth_token`` is never read or written).
 * A cluster is stopped by the PIDs of its own processes, never with ``ray stop`` (which ends every Ray process on the
   machine): :func:`stop_processes_under` is the one way, used by the tests and by ``.ci/run``'s exit trap

@@ -185,8 +185,11 @@ def _job(cluster: LocalCluster, command: str, *args: str, timeout: float = 900) 
 
 
 def _runtime_env(aws: dict[str, str], out: Path) -> Path:
-    """The shipped runtime env plus what this store needs, the way a user adds credentials (outside the repo)."""
+    """The shipped runtime env plus what this store needs, the way a user adds credentials (outside the repo).
+    Without its pip install of the working dir: these nodes run from this checkout's venv (as launcher nodes run the
+    installed project), and Ray would give each node a copy of that whole venv to install into."""
     env = yaml.safe_load((ROOT / "configs" / "cluster" / "runtime_env.yaml").read_text())
+    del env["pip"]
     env["env_vars"].update(aws, HF_HUB_OFFLINE="1", CONGRAD_RAY_CACHE=str(models.cache_dir()))
     out.write_text(yaml.safe_dump(env))
     return out

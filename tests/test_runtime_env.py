@@ -20,6 +20,8 @@ def test_runtime_env_is_valid_for_ray():
     assert {".git", ".venv", "runs/", ".cache/", "__pycache__"} <= set(env["excludes"])
     assert all(isinstance(v, str) for v in env["env_vars"].values())
     assert not any(k.startswith("AWS_") for k in env["env_vars"])  # credentials never ship in the repo
+    # stock Ray images (a KubeRay RayCluster) get the project by installing the uploaded working dir on each node
+    assert env["pip"]["packages"] == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"]
 
 
 def test_upload_of_the_checkout_holds_code_not_venv_runs_or_caches(tmp_path):
