@@ -67,11 +67,18 @@ def head_id(cluster: LocalCluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def single_node(corpus, tmp_path_factory):
-    """The same filter on an embedded single-node Ray (no RAY_ADDRESS): the result every cluster run must equal."""
+def single_node(cluster, corpus, tmp_path_factory):
+    """The same filter on an embedded single-node Ray (no RAY_ADDRESS): the result every cluster run must equal.
+    The running cluster is recorded as this machine's current one, where a bare ``ray.init()`` would join it: the
+    embedded Ray must be a new one all the same."""
     run = tmp_path_factory.mktemp("single") / "run"
-    done = run_driver(filter_job(corpus, run), base_env(), run.parent / "log.txt")
+    stray = cluster.root / "s"  # short: the embedded Ray's socket paths live under it
+    (stray / "ray").mkdir(parents=True)
+    (stray / "ray" / "ray_current_cluster").write_text(cluster.address)
+    done = run_driver(filter_job(corpus, run), {**base_env(), "RAY_TMPDIR": str(stray)}, run.parent / "log.txt")
     assert done.returncode == 0, done.output[-3000:]
+    embedded = json.loads((run / "manifest.json").read_text())["cluster"]
+    assert embedded["embedded"] and embedded["nodes"] == 1, embedded
     return run
 
 
