@@ -97,7 +97,7 @@ def _timed_pair(rows: int, tmp: Path) -> dict[str, Any]:
     n = in_process(cfg)
     local_s = time.perf_counter() - start
     t0 = time.perf_counter()
-    ray.init(num_cpus=cpu_count(), include_dashboard=False)
+    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False)
     init_s = time.perf_counter() - t0
     try:
         start = time.perf_counter()
@@ -173,7 +173,7 @@ def peak_rss(rows_small: int, rows_large: int) -> Iterator[dict[str, Any]]:
     from congrad_ray.storage import Location
 
     peaks, seconds = {}, {}
-    ray.init(num_cpus=cpu_count(), include_dashboard=False)
+    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False)
     try:
         for rows in (rows_small, rows_large):
             with tempfile.TemporaryDirectory() as tmp:

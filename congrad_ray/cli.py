@@ -102,6 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline.report import print_summary
     from .train.config import load_train_config
     from .train.metrics import print_summary as print_train_summary
+    from .train.run import check_storage as check_train_storage
     from .train.run import run_training
 
     out = args.output.rstrip("/") if args.output else None
@@ -113,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     tcfg = load_train_config(
         args.train, args.set_train, [fcfg.run.output], None, out and f"{out}/train", check_paths=False, command=tcmd
     )
+    check_train_storage(tcfg)  # both steps' paths refused before the filter starts, not after it
     manifest = run_filter(fcfg, fresh=args.fresh)
     print_summary(manifest)
     if _exit_code(manifest):

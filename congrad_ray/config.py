@@ -90,6 +90,11 @@ class RunSection(Section):
     name: str = "congrad"
     output: str = Field("runs/congrad", description="run directory (local path or pyarrow/fsspec URL)")
     seed: int = 0
+    shared_filesystem: bool = Field(
+        False,
+        description="local paths (run.output, input.paths) are on a filesystem mounted at the same place on every "
+        "node (NFS, EFS, Lustre); without it a multi-node cluster refuses them: use an object store URL",
+    )
 
 
 class InputSection(Section):
@@ -254,6 +259,15 @@ class ResourcesSection(Section):
     cpus_per_actor: float = Field(0.5, gt=0, description="fractional on small machines so the read tasks still run")
     batch_size: int = Field(8, ge=1, description="pairs per sketch forward/backward")
     num_cpus: int | None = Field(None, description="CPUs for an embedded Ray (ignored on a cluster)")
+    scheduling_strategy: Literal["DEFAULT", "SPREAD"] = Field(
+        "DEFAULT", description="Ray's placement of the sketch actors; SPREAD puts them on as many nodes as it can"
+    )
+    actor_start_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="how long to wait for the first sketch actors (an autoscaler starting GPU nodes) before failing "
+        "with the resources the cluster lacks",
+    )
     driver_score_max_mb: float = Field(
         256.0,
         ge=0,

@@ -6,10 +6,21 @@ import os
 
 import pytest
 
+from tests import loopback
+
+# first, before any thread starts: every Ray, server and driver of the session on a loopback of its own
+NETNS_PROBLEM = loopback.enter()
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def pytest_report_header(config):
+    if NETNS_PROBLEM:
+        return f"network: the machine's (no namespace of its own: {NETNS_PROBLEM}); Ray binds to its address"
+    return "network: a namespace of its own with only loopback (tests/loopback.py); Ray nodes on 127.0.0.1"
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from . import manifest as manifest_mod
 from .prepare import PrepareSpec, prepare_units
 from .reduce import direction_of, language_gradients, save_direction
 from .select_stage import decide, score_all
-from .sketch_stage import GradientSketcher, sketch_errors
+from .sketch_stage import GradientSketcher, actor_records, sketch_errors, take_all_or_explain
 from .units import Unit, plan_units, units_to_items
 from .write_stage import WriteSpec, write_units
 
@@ -160,8 +160,9 @@ def sketch_stage(fr: FilterRun) -> None:
             compute=ray.data.ActorPoolStrategy(min_size=r.actors_min, max_size=r.actors_max),
             num_cpus=r.cpus_per_actor,
             num_gpus=r.gpus_per_actor or None,
+            scheduling_strategy=r.scheduling_strategy,
         )
-        summaries = sketched.take_all()
+        summaries = take_all_or_explain(sketched, cfg)
         if error := sketch_errors(summaries):
             raise error
     else:
@@ -172,6 +173,7 @@ def sketch_stage(fr: FilterRun) -> None:
         "pairs": int(sum(s["pairs"] for s in summaries)),
         "duplicates": int(sum(s["duplicates"] for s in summaries)),
         "actor_pids": sorted({int(s["pid"]) for s in summaries}),
+        "actors": actor_records(summaries),
         "actor_peak_rss_mb": max((float(s["peak_rss_mb"]) for s in summaries), default=None),
         "bucket_seconds": round(sum(float(s["seconds"]) for s in summaries), 3),
         "language_codes": language_codes(run),
@@ -267,11 +269,21 @@ def write_stage(fr: FilterRun, decisions: pa.Table) -> list[dict[str, Any]]:
     return [f.read_json() for f in records_dir.list(".json")]
 
 
+def check_storage(cfg: FilterConfig) -> None:
+    """On a multi-node cluster, refuse node-local input and output paths before any work starts."""
+    from ..ray_env import require_shared_storage
+
+    r = cfg.resources
+    paths = {"input.paths": list(cfg.input.paths), "run.output": [cfg.run.output]}
+    require_shared_storage(paths, cfg.run.shared_filesystem, {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor})
+
+
 def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole filter; returns the manifest."""
     from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
+    check_storage(cfg)
     fr = plan(cfg, fresh)
     if not fr.run.join("_state", "sketch.json").exists():  # the model is needed: fail on it before Ray starts
         check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
@@ -285,6 +297,7 @@ def reselect(cfg: FilterConfig, report: bool = True) -> dict[str, Any]:
     from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
+    check_storage(cfg)
     fr = plan(cfg, fix="its input files changed since they were sketched; run `congrad-ray filter` on them")
     if not fr.run.join("_state", "sketch.json").exists():
         raise ConfigError([f"{fr.run.uri} has not finished sketching; run `congrad-ray filter` on it first"])

@@ -63,7 +63,10 @@ def build(
     scores: dict[str, Any],
     language_codes: dict[str, str],
 ) -> dict[str, Any]:
+    from ..ray_env import cluster_summary
+
     direction = run.join("direction", "direction.json")
+    sketch = run.join("_state", "sketch.json")
     return {
         "run_dir": run.uri,
         "counts": count_outcomes(records),
@@ -77,5 +80,7 @@ def build(
         "git_sha": git_sha(),
         "timings_s": timings,
         "resumed_stages": skipped,
+        "sketch": sketch.read_json() if sketch.exists() else None,
+        "cluster": cluster_summary(),
         "outputs": {name: run.join(name).uri for name in ("kept", "dropped", "invalid", "report", "sketches")},
     }

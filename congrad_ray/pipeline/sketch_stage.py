@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,13 +54,15 @@ class GradientSketcher:
 
     def __init__(self, config_json: str, run_uri: str):
         from ..engine import SketchEngine
+        from ..ray_env import placement
 
         cfg = FilterConfig.model_validate_json(config_json)
-        if not torch.cuda.is_available():
+        self.placement = placement()  # GPUs Ray gave this actor vs the device torch can use: not the same thing
+        if self.placement["device"] == "cpu":
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.error = ""
         try:
-            self.engine = SketchEngine.from_config(cfg)
+            self.engine = SketchEngine.from_config(cfg, self.placement["device"])
         except ConfigError as e:
             self.error = str(e)
             return
@@ -74,7 +77,7 @@ class GradientSketcher:
                 return self._sketch_bucket(bucket, group)
             except ConfigError as e:
                 self.error = str(e)
-        return {**_summary(bucket, 0, 0, 0.0), "error": np.array([self.error])}
+        return {**self._summary(bucket, 0, 0, 0.0), "error": np.array([self.error])}
 
     def _sketch_bucket(self, bucket: int, group: pa.Table) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -91,8 +94,21 @@ class GradientSketcher:
         out = pa.concat_tables([sketch_table, dup_table], promote_options="default")
         self.run.join("sketches", f"{bucket_name(bucket)}.parquet").write_table(out)
         self.run.join("partials", f"{bucket_name(bucket)}.parquet").write_table(partials_table(sums))
-        summary = _summary(bucket, winners.num_rows, duplicates.num_rows, time.perf_counter() - start)
+        summary = self._summary(bucket, winners.num_rows, duplicates.num_rows, time.perf_counter() - start)
         return {**summary, "error": np.array([""])}
+
+    def _summary(self, bucket: int, pairs: int, duplicates: int, seconds: float) -> dict[str, np.ndarray]:
+        return {
+            "bucket": np.array([bucket]),
+            "pairs": np.array([pairs]),
+            "duplicates": np.array([duplicates]),
+            "seconds": np.array([seconds]),
+            "pid": np.array([os.getpid()]),
+            "node": np.array([self.placement["node"]]),
+            "gpu_ids": np.array([",".join(self.placement["gpu_ids"])]),
+            "device": np.array([self.placement["device"]]),
+            "peak_rss_mb": np.array([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]),
+        }
 
     def _sketch_rows(self, rows: pa.Table) -> tuple[pa.Table, LanguageSums]:
         """Sketch every row (micro-batches in (length, id) order); results and partial sums in id order."""
@@ -142,17 +158,6 @@ class GradientSketcher:
         return table, sums
 
 
-def _summary(bucket: int, pairs: int, duplicates: int, seconds: float) -> dict[str, np.ndarray]:
-    return {
-        "bucket": np.array([bucket]),
-        "pairs": np.array([pairs]),
-        "duplicates": np.array([duplicates]),
-        "seconds": np.array([seconds]),
-        "pid": np.array([os.getpid()]),
-        "peak_rss_mb": np.array([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]),
-    }
-
-
 def sketch_errors(summaries: list[dict]) -> ConfigError | None:
     """The user errors the sketch actors returned, as one :class:`ConfigError` (each problem once), or None."""
     problems = sorted({line for s in summaries if s["error"] for line in str(s["error"]).splitlines()})
@@ -165,3 +170,51 @@ def _deduplicate(group: pa.Table) -> tuple[pa.Table, pa.Table]:
     ids = ordered.column("id").to_pylist()
     first = np.array([i == 0 or ids[i] != ids[i - 1] for i in range(len(ids))], dtype=bool)
     return ordered.filter(pa.array(first)), ordered.filter(pa.array(~first))
+
+
+class ResourceShortage(ConfigError):
+    """The cluster cannot offer what the config asks for (one line, exit 2)."""
+
+    def __init__(self, line: str):
+        super().__init__([line])
+
+
+def take_all_or_explain(sketched: Any, cfg: FilterConfig) -> list[dict[str, Any]]:
+    """Run the sketch pass; sketch actors that cannot start in ``resources.actor_start_timeout_s`` (the cluster, and
+    any autoscaler, cannot offer what one needs) become one line naming what is missing, not a hang."""
+    import ray
+
+    from ..ray_env import cluster_summary
+
+    r = cfg.resources
+    sketched.context.wait_for_min_actors_s = int(max(1, r.actor_start_timeout_s))  # this dataset's own context
+    try:
+        return sketched.take_all()
+    except ray.exceptions.GetTimeoutError as e:
+        if "starting actors" not in str(e):
+            raise
+        have = cluster_summary()
+        offers = ", ".join(f"{k} {v:g}" for k, v in sorted(have["resources"].items()))
+        raise ResourceShortage(
+            f"resources: {r.actors_min} sketch actor(s) needing CPU {r.cpus_per_actor:g}, GPU {r.gpus_per_actor:g} "
+            f"each did not start within {r.actor_start_timeout_s:g} s; the cluster has {have['nodes']} node(s) "
+            f"offering {offers or 'nothing'}: add nodes (or an autoscaler worker type) with those resources, lower "
+            "resources.gpus_per_actor / cpus_per_actor, or raise resources.actor_start_timeout_s"
+        ) from None
+
+
+def actor_records(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per sketch actor: node, pid, the GPUs Ray scheduled it with, the device it computed on."""
+    seen: dict[int, dict[str, Any]] = {}
+    for s in summaries:
+        gpus = str(s["gpu_ids"])
+        seen.setdefault(
+            int(s["pid"]),
+            {
+                "node": str(s["node"]),
+                "pid": int(s["pid"]),
+                "gpu_ids": gpus.split(",") if gpus else [],
+                "device": str(s["device"]),
+            },
+        )
+    return [seen[pid] for pid in sorted(seen)]

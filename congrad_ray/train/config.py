@@ -34,6 +34,11 @@ class TrainRunSection(Section):
     name: str = Field("congrad-dpo", description="the Ray Train run name (checkpoints live under output/ray/NAME)")
     output: str = Field("runs/train", description="run directory: model/, adapter/, metrics.json, eval.png, ray/")
     seed: int = 0
+    shared_filesystem: bool = Field(
+        False,
+        description="local paths (run.output, where Ray Train checkpoints; data.train, data.eval) are on a "
+        "filesystem mounted at the same place on every node; without it a multi-node cluster refuses them",
+    )
 
 
 class TrainDataSection(Section):
@@ -82,6 +87,9 @@ class ScalingSection(Section):
         None, ge=1, description="intra-op threads of each worker once its shard is read (None: what Ray gives it)"
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray (ignored on a cluster)")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray Train's placement of the workers: PACK fills few nodes, SPREAD uses many"
+    )
 
 
 class CheckpointSection(Section):

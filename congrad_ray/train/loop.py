@@ -24,6 +24,7 @@ from ..core import DPOParams
 from .config import TrainConfig
 
 TRAINER_CHECKPOINT = "checkpoint"  # RayTrainReportCallback.CHECKPOINT_NAME
+WORKER_RECORD = "ray-worker-"  # ray-worker-<rank>.json in each checkpoint: where that rank ran, on what
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,26 @@ def _callbacks(trainer: Any, spec: WorkerSpec, heldout_table: Any) -> list[Any]:
     return out
 
 
+def _worker_record(rank: int) -> Any:
+    """Writes ``ray-worker-<rank>.json`` (node, pid, GPUs scheduled, device used) into every checkpoint of this rank
+    before Ray Train collects it, so a run records which node ran which rank (also after a node was lost)."""
+    import json
+
+    from transformers import TrainerCallback
+
+    from ..ray_env import placement
+
+    record = {"rank": rank, **placement()}
+
+    class WorkerRecord(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{WORKER_RECORD}{rank}.json").write_text(json.dumps({**record, "step": state.global_step}))
+
+    return WorkerRecord()
+
+
 def _policy(cfg: TrainConfig) -> tuple[Any, Any, Any]:
     """``(tokenizer, model, peft_config)``: a fresh LoRA is left to TRL; an existing adapter is loaded trainable."""
     from ..models import load_model, load_tokenizer, resolve_model_path
@@ -188,7 +209,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[RayTrainReportCallback()],
+        callbacks=[_worker_record(rank), RayTrainReportCallback()],  # the record first: it rides in the checkpoint
         dpo_params=DPOParams(cfg.dpo.beta, cfg.dpo.alpha),
     )
     if rank == 0:

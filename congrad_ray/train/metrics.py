@@ -44,6 +44,12 @@ def training_summary(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _is_worker_record(f: Location) -> bool:
+    from .loop import WORKER_RECORD
+
+    return f.path.rsplit("/", 1)[-1].startswith(WORKER_RECORD)
+
+
 def build_metrics(
     cfg: TrainConfig,
     spec: Any,
@@ -74,6 +80,7 @@ def build_metrics(
             "epochs": trainer_state.get("epoch"),
             "num_workers": world,
             "checkpoint": checkpoint.uri,
+            "workers": [f.read_json() for f in checkpoint.join("checkpoint").list(".json") if _is_worker_record(f)],
             **training_summary(log_history),
         },
         "eval": {"during": _during(log_history), "final": final.get("final")},

@@ -49,6 +49,17 @@ def max_steps(cfg: TrainConfig, shard_rows: int) -> int:
     return max(1, math.ceil(o.epochs * per_epoch))
 
 
+def check_storage(cfg: TrainConfig) -> None:
+    """On a multi-node cluster, refuse node-local data and output paths (Ray Train checkpoints go under run.output:
+    every worker node writes there, and a restarted worker reads back from there) before any work starts."""
+    from ..ray_env import require_shared_storage
+
+    s = cfg.scaling
+    paths = {"data.train": cfg.data.train, "data.eval": cfg.data.eval, "run.output": [cfg.run.output]}
+    needs = {"CPU": s.cpus_per_worker, "GPU": 1.0 if s.use_gpu else 0.0}
+    require_shared_storage(paths, cfg.run.shared_filesystem, needs)
+
+
 def _plan(cfg: TrainConfig, fresh: bool) -> Location:
     holds = "a training run of other data or model/dpo/optim settings"
     out = claim_run_dir(cfg.run.output, "train", fingerprint(cfg), holds, fresh)
@@ -118,7 +129,12 @@ def _fit(cfg: TrainConfig, out: Location, spec: Any, train: Any, heldout: Any) -
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=s.placement_strategy,
+        ),
         run_config=RunConfig(
             name=cfg.run.name,
             storage_path=out.join("ray").uri,
@@ -153,6 +169,7 @@ def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    check_storage(cfg)
     out = _plan(cfg, fresh)
     done = out.join("metrics.json")
     if done.exists() and done.read_json()["run"]["config_hash"] == cfg.config_hash():
