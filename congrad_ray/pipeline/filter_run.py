@@ -320,7 +320,7 @@ def _finish(fr: FilterRun, report: bool, t0: float) -> dict[str, Any]:
 
         t1 = time.perf_counter()
         with fr.progress.stage("report"):
-            write_report(fr.run, decisions, counts, truth, fr.truth_column)
+            write_report(fr.run, decisions, counts, truth)
         fr.stage("report", time.perf_counter() - t1)
     fr.stage("total", time.perf_counter() - t0)
     manifest = manifest_mod.build(fr.cfg, fr.run, counts, truth, fr.timings, fr.skipped, _scores_summary(decisions))
