@@ -39,11 +39,11 @@ def _select(args: argparse.Namespace) -> int:
         return _exit_code(ui, manifest)
 
 
-def _show_filter(ui: Session, manifest: dict) -> None:
+def _show_filter(ui: Session, manifest: dict, kept: bool = True) -> None:
     from .console.screens import filter_outputs, filter_view
 
     ui.show(filter_view(manifest))
-    for line in filter_outputs(manifest):
+    for line in filter_outputs(manifest, kept):
         ui.line(line)
 
 
@@ -99,9 +99,8 @@ def _show_training(ui: Session, metrics: dict, manifest: dict | None = None) -> 
     for line in training_lines(metrics) + training_outputs(metrics):
         ui.line(line)
     if metrics["eval"]["final"]:
-        table = language_lines(metrics, manifest)
-        table.caption, table.caption_justify = ACCURACY_NOTE, "left"
-        ui.show(table)
+        ui.show(language_lines(metrics, manifest))
+        ui.line(ACCURACY_NOTE)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -120,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     log = Location.of(out).join("logs", "run.log") if out else log_location(fcfg.run.output, "run")
     with Session("run: filter → DPO → held-out evaluation", log, args.verbose) as ui:
         manifest = run_filter(fcfg, fresh=args.fresh, progress=ui.progress)
-        _show_filter(ui, manifest)
+        _show_filter(ui, manifest, kept=False)  # the training step names its data
         if _exit_code(ui, manifest):
             return 1
         _show_training(ui, run_training(tcfg, fresh=args.fresh, progress=ui.progress), manifest)

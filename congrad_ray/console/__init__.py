@@ -62,6 +62,10 @@ class Session:
         self.progress.freeze()
         self.console.file.flush()
         if self.capture is not None:
+            # Ray streams its workers' last lines to this process until it is shut down: into the log, not after it
+            ray = sys.modules.get("ray")
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
             self.capture.close()
 
     def _plan(self, plan: dict[str, Any]) -> None:

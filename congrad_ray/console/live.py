@@ -136,7 +136,7 @@ class PlainProgress(PollingProgress):
             eta = t.eta(now)
             parts.append(f"{t.stage.name} {t.text()}".strip() + (f" (ETA {clock(eta)})" if eta is not None else ""))
         line = " | ".join(parts)
-        if line and line != self._last:
+        if any(t.count is not None for t in running) and line != self._last:  # a stage with no count: its end
             self._line("… " + line)
             self._last = line
 

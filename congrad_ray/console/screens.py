@@ -34,8 +34,11 @@ def plan_rows(plan: dict[str, Any]) -> list[tuple[str, str]]:
         sizes = [f"{p.pop(k):,} {k}" for k in ("rows", "files") if k in p]
         rows.append(("input", " · ".join([_value(p.pop("input")), *sizes])))
     if "languages" in p:
-        langs = p.pop("languages")
-        rows.append(("languages", f"{len(langs)}: " + "  ".join(f"{k} {n:,}" for k, n in langs.items())))
+        langs, seen = p.pop("languages"), p.pop("seen", None)
+        note = f" (seen: {_value(seen)})" if seen else ""
+        rows.append(("languages", f"{len(langs)}: " + "  ".join(f"{k} {n:,}" for k, n in langs.items()) + note))
+    if "model" in p and "sketch" in p:
+        rows.append(("model", f"{p.pop('model')} · sketch {_value(p.pop('sketch'))}"))
     if p.get("ground_truth"):
         rows.append(("ground truth", f"column {p.pop('ground_truth')} (read for the report only)"))
     rows += [(key.replace("_", " "), _value(value)) for key, value in p.items()]
@@ -59,9 +62,7 @@ def filter_view(manifest: dict[str, Any]) -> RenderableType:
     """Per-language outcomes, with what ground truth says of them when the input has it, and the totals."""
     counts, truth = manifest["counts"], manifest.get("ground_truth")
     gt = (truth or {}).get("per_language", {})
-    table = Table(
-        box=box.SIMPLE_HEAD, pad_edge=False, title=f"filter: {counts['input_rows']:,} rows", title_justify="left"
-    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col in ("language", "kept", "dropped", "invalid"):
         table.add_column(col, justify="left" if col == "language" else "right")
     if truth:
@@ -80,7 +81,7 @@ def filter_view(manifest: dict[str, Any]) -> RenderableType:
             ]
         elif truth:
             cells += ["", "", ""]
-        table.add_row(*cells, style="bold" if lang == "total" else None, end_section=lang == rows[-2][0])
+        table.add_row(*cells, style="bold" if lang == "total" else None)
     parts: list[RenderableType] = [table]
     if truth:
         from ..pipeline.report import ground_truth_sentence
@@ -89,10 +90,10 @@ def filter_view(manifest: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def filter_outputs(manifest: dict[str, Any]) -> list[str]:
+def filter_outputs(manifest: dict[str, Any], kept: bool = True) -> list[str]:
     out = manifest["outputs"]
     resumed = manifest.get("resumed_stages") or []
-    lines = [f"report: {out['report']}/summary.html", f"kept pairs: {out['kept']}"]
+    lines = [f"report: {out['report']}/summary.html"] + ([f"kept pairs: {out['kept']}"] if kept else [])
     if resumed:
         lines.append(f"resumed: {', '.join(resumed)} done by an earlier run")
     return lines
@@ -113,16 +114,16 @@ def language_lines(metrics: dict[str, Any], manifest: dict[str, Any] | None = No
     before, after = pref.get("before", {}), pref.get("after", {})
     seen = set(metrics["languages"]["seen"])
     kept = (manifest or {}).get("counts", {}).get("per_language", {})
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="held-out evaluation", title_justify="left")
-    table.add_column("language")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("held-out")
     table.add_column("")
     if manifest is not None:
         table.add_column("kept", justify="right")
     for col in ("accuracy before → after DPO", "change", "reward acc.", "n"):
         table.add_column(col, justify="right")
 
-    def row(name: str, role: str, b: dict, a: dict, reward: dict, style: str | None = None, last: bool = False):
-        cells: list[Any] = [name, role]
+    def row(name: str, role: str, b: dict, a: dict, reward: dict, style: str | None = None):
+        cells: list[Any] = [Text(name), role]
         if manifest is not None:
             c = kept.get(name)
             total = c["kept"] + c["dropped"] + c["invalid"] if c else 0
@@ -131,17 +132,16 @@ def language_lines(metrics: dict[str, Any], manifest: dict[str, Any] | None = No
         both = acc_b is not None and acc_a is not None
         cells += [f"{acc_b:.2f} → {acc_a:.2f}" if both else "–", _delta(acc_b, acc_a)]
         cells += [f"{reward['accuracy']:.2f}" if reward else "–", f"{reward.get('n', a.get('n', 0)):,}"]
-        table.add_row(*cells, style=style, end_section=last)
+        table.add_row(*cells, style=style)
 
-    names = list(final.get("per_language", {}))
-    for i, lang in enumerate(names):
+    for lang in final.get("per_language", {}):
         role = "seen" if lang in seen else "unseen"
         b, a = before.get("per_language", {}).get(lang, {}), after.get("per_language", {}).get(lang, {})
-        row(lang, role, b, a, final["per_language"][lang], last=i == len(names) - 1)
+        row(lang, role, b, a, final["per_language"][lang])
     for group in ("seen", "unseen"):
         if group in final.get("groups", {}):
             b, a = before.get("groups", {}).get(group, {}), after.get("groups", {}).get(group, {})
-            row(f"[{group}]", "", b, a, final["groups"][group], style="bold")
+            row(f"all {group}", "", b, a, final["groups"][group], style="bold")
     return table
 
 
@@ -159,12 +159,10 @@ def training_lines(metrics: dict[str, Any]) -> list[str]:
 
 def training_outputs(metrics: dict[str, Any]) -> list[str]:
     model, out = metrics["model"], metrics["run"]["output"]
-    lines = [f"model: {model['path']}" + (f"  adapter: {model['adapter']}" if model.get("adapter") else "")]
-    lines.append(f"metrics: {out}/metrics.json  plot: {out}/eval.png")
-    return lines
+    adapter = f" · adapter: {model['adapter']}" if model.get("adapter") else ""
+    return [f"model: {model['path']}{adapter} · metrics: {out}/metrics.json · plot: {out}/eval.png"]
 
 
 ACCURACY_NOTE = (
-    "accuracy: how often the model itself prefers the chosen answer (length-normalised log-probability), before and "
-    "after DPO; reward acc.: the DPO implicit reward against the reference."
+    "accuracy: the model prefers the chosen answer (length-normalised log-prob); reward acc.: DPO's implicit reward"
 )

@@ -151,10 +151,11 @@ def train_plan(cfg: TrainConfig, out: Location) -> dict[str, Any]:
     return {
         "step": "training",
         "data": cfg.data.train,
-        "model": cfg.model.name_or_path + (" + LoRA" if cfg.model.lora else ""),
-        "loss": f"LP-DPO (beta {d.beta:g}, alpha {d.alpha:g}), reference: {cfg.reference_mode()}",
-        "optimizer": f"lr {o.learning_rate:g}, {o.batch_size} pairs per worker per step, {length}",
-        "workers": f"{s.num_workers} Ray Train workers ({'GPU' if s.use_gpu else 'CPU'})",
+        "model": cfg.model.name_or_path
+        + (" + LoRA" if cfg.model.lora else "")
+        + f" · LP-DPO (beta {d.beta:g}, alpha {d.alpha:g}), reference: {cfg.reference_mode()}",
+        "workers": f"{s.num_workers} Ray Train workers ({'GPU' if s.use_gpu else 'CPU'}) · lr {o.learning_rate:g}, "
+        f"{o.batch_size} pairs per worker per step, {length}",
         "held-out": cfg.data.eval and [*cfg.data.eval, f"up to {cap} pairs per language" if cap else "all pairs"],
         "output": out.uri,
     }
