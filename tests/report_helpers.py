@@ -1,5 +1,6 @@
 """A filter report built without Ray from the pipeline's own pieces: core's PCGrad and selection on synthetic
-scores, the write stage's record format, the manifest's counts and ground truth, and ``write_report``."""
+scores, the write stage's record format and outputs (``kept/``, ``dropped/`` with the truth column), the manifest's
+counts and ground truth, and ``write_report``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ FLIPPED = {"de": 0.25, "sw": 1.0}  # fraction of each language's pairs that are 
 
 def synthetic_report(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Write ``run_dir/report`` and return ``{"counts", "truth", "decisions"}`` (what the report shows)."""
-    from congrad_ray.core import SelectionRule, pcgrad, select
+    from congrad_ray.core import SelectionRule, language_agreement, pcgrad, select
     from congrad_ray.pipeline.manifest import count_outcomes, ground_truth
     from congrad_ray.pipeline.reduce import save_direction
     from congrad_ray.pipeline.report import write_report
@@ -37,6 +38,7 @@ def synthetic_report(run_dir: Path, seed: int = 0) -> dict[str, Any]:
         {
             "id": ids,
             "lang": langs,
+            "status": ["ok"] * len(ids),
             "score": scores,
             "keep": decision.keep.tolist(),
             "reason": list(decision.reason),
@@ -56,7 +58,12 @@ def synthetic_report(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     run = Location.of(str(run_dir))
     g = torch.tensor(rng.normal(size=(len(LANGS), 64)))
     g[LANGS.index("sw")] *= -1
-    save_direction(run, pcgrad(g, list(LANGS), 0), g, [PAIRS] * len(LANGS))
+    direction = pcgrad(g, list(LANGS), 0)
+    save_direction(run, direction, g, [PAIRS] * len(LANGS), language_agreement(g, direction))
+    keep = np.array(decision.keep)
+    for name, mask in (("kept", keep), ("dropped", ~keep)):
+        rows = pa.table({"id": ids, "lang": langs, "is_flipped": flags}).filter(pa.array(mask))
+        run.join(name, "unit-000000.parquet").write_table(rows)
     counts = count_outcomes([record])
     truth = ground_truth([record], "is_flipped")
     write_report(run, decisions, counts, truth)

@@ -50,7 +50,7 @@ def report(tmp_path_factory):
 def test_summary_html_is_self_contained_with_real_tables(report):
     directory, built = report
     page = (directory / "summary.html").read_text()
-    assert "|---" not in page and "<table>" in page and page.count("<thead>") == 3
+    assert "|---" not in page and "<table>" in page and page.count("<thead>") == 4
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http" not in page.replace("https://", "")  # nothing to fetch
@@ -66,7 +66,7 @@ def test_summary_html_in_a_real_browser(report, tmp_path):
     page = inspect_page(directory / "summary.html", tmp_path)
     assert len(page["images"]) == 4
     assert all(i["complete"] and i["width"] > 0 for i in page["images"]), page["images"]
-    outcomes, truth, reasons = page["tables"]
+    outcomes, truth, reasons, diagnosis = page["tables"]
     assert outcomes["head"] == [["language", "kept", "dropped", "invalid", "kept fraction"]]
     assert [r[0] for r in outcomes["rows"]] == [*LANGS, "total"]
     counts = built["counts"]
@@ -75,6 +75,13 @@ def test_summary_html_in_a_real_browser(report, tmp_path):
     total = built["truth"]["per_language"]["total"]
     assert truth["rows"][-1][2] == f"{total['conflicts']:,}"
     assert reasons["head"] == [["reason", "rows"]] and len(reasons["rows"]) == len(counts["reasons"])
+    # the per-language diagnosis, with what ground truth says of the scores
+    assert (
+        diagnosis["head"][0][:3] == ["language", "scored", "kept"] and diagnosis["head"][0][-1] == "separation (AUROC)"
+    )
+    assert [r[0] for r in diagnosis["rows"]] == list(LANGS)
+    sw = diagnosis["rows"][LANGS.index("sw")]
+    assert sw[1] == str(PAIRS) and sw[6].startswith(f"{PAIRS} (")
     text = page["text"]
     assert f"Input rows: {counts['input_rows']:,}" in text
     assert f"dropped {total['conflicts_dropped']:,} of the {total['conflicts']:,} known conflicting pairs" in text
