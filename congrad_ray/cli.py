@@ -12,25 +12,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .console import Session, log_location
 from .errors import ConfigError, user_error
+from .storage import Location
 
 
 def _filter(args: argparse.Namespace) -> int:
     from .config import load_filter_config
     from .pipeline.filter_run import run_filter
-    from .pipeline.report import print_summary
 
     cfg = load_filter_config(args.config, args.set, args.input, args.output, check_paths=True)
-    manifest = run_filter(cfg, fresh=args.fresh)
-    print_summary(manifest)
-    return _exit_code(manifest)
+    with Session("filter", log_location(cfg.run.output, "filter"), args.verbose) as ui:
+        manifest = run_filter(cfg, fresh=args.fresh, progress=ui.progress)
+        _show_filter(ui, manifest)
+        return _exit_code(ui, manifest)
 
 
 def _select(args: argparse.Namespace) -> int:
     from .config import Command, load_filter_config
     from .pipeline.filter_run import reselect, select_problems
-    from .pipeline.report import print_summary
-    from .storage import Location
 
     run_dir = args.run_dir.rstrip("/") or "/"
     if not Location.of(run_dir).join("config.yaml").exists():
@@ -43,19 +43,26 @@ def _select(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     command = Command(flags={"input.paths": "restore the run's input: select re-reads it"})
     cfg = load_filter_config(f"{run_dir}/config.yaml", args.set, check_paths=True, command=command)
-    manifest = reselect(cfg)
-    print_summary(manifest)
-    return _exit_code(manifest)
+    with Session("select", log_location(cfg.run.output, "select"), args.verbose) as ui:
+        manifest = reselect(cfg, progress=ui.progress)
+        _show_filter(ui, manifest)
+        return _exit_code(ui, manifest)
 
 
-def _exit_code(manifest: dict) -> int:
+def _show_filter(ui: Session, manifest: dict, kept: bool = True) -> None:
+    from .console.screens import filter_outputs, filter_view
+
+    ui.show(filter_view(manifest))
+    for line in filter_outputs(manifest, kept):
+        ui.line(line)
+
+
+def _exit_code(ui: Session, manifest: dict) -> int:
     """1 when nothing could be scored (every row invalid or unseen): the run wrote its outputs but cannot proceed."""
     totals = manifest["counts"]["totals"]
     if totals["kept"] + totals["dropped"] == 0:
-        print(
-            f"error: no valid pairs: all {manifest['counts']['input_rows']} rows are in invalid/ "
-            "(reasons in manifest.json)",
-            file=sys.stderr,
+        ui.error(
+            f"no valid pairs: all {manifest['counts']['input_rows']} rows are in invalid/ (reasons in manifest.json)"
         )
         return 1
     return 0
@@ -76,32 +83,41 @@ def _iterate(args: argparse.Namespace) -> int:
     from .selfreward import load_iterate_config, run_iterate
 
     cfg = load_iterate_config(args.config, args.set, args.output)
-    summary = run_iterate(cfg, fresh=args.fresh, stop_after=args.stop_after)
-    for s in summary["rounds"]:
-        kept = (s["filter"].get("totals") or {}).get("kept", 0)
-        print(f"round {s['round']}: {s['pairs']['pairs']} pairs, {kept} kept, model -> {s['model_out']}")
-    print(json.dumps({k: summary[k] for k in ("run_dir", "final_model", "resumed_stages", "stopped_after")}))
+    with Session("iterate", log_location(cfg.run.output, "iterate"), args.verbose) as ui:
+        summary = run_iterate(cfg, fresh=args.fresh, stop_after=args.stop_after)
+        for s in summary["rounds"]:
+            kept = (s["filter"].get("totals") or {}).get("kept", 0)
+            ui.line(f"round {s['round']}: {s['pairs']['pairs']} pairs, {kept} kept, model -> {s['model_out']}")
+        ui.line(json.dumps({k: summary[k] for k in ("run_dir", "final_model", "resumed_stages", "stopped_after")}))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     """DPO (LP-DPO) on Ray Train over a filter run's kept pairs; per-language held-out evaluation."""
     from .train.config import load_train_config
-    from .train.metrics import print_summary as print_train_summary
     from .train.run import run_training
 
     cfg = load_train_config(args.config, args.set, args.train, args.eval, args.output, check_paths=True)
-    print_train_summary(run_training(cfg, fresh=args.fresh))
+    with Session("train", log_location(cfg.run.output, "train"), args.verbose) as ui:
+        _show_training(ui, run_training(cfg, fresh=args.fresh, progress=ui.progress))
     return 0
+
+
+def _show_training(ui: Session, metrics: dict, manifest: dict | None = None) -> None:
+    from .console.screens import ACCURACY_NOTE, language_lines, training_lines, training_outputs
+
+    for line in training_lines(metrics) + training_outputs(metrics):
+        ui.line(line)
+    if metrics["eval"]["final"]:
+        ui.show(language_lines(metrics, manifest))
+        ui.line(ACCURACY_NOTE)
 
 
 def _run(args: argparse.Namespace) -> int:
     """The main job: ConGrad-filter, then DPO on the kept pairs, then the per-language held-out evaluation."""
     from .config import Command, load_filter_config
     from .pipeline.filter_run import run_filter
-    from .pipeline.report import print_summary
     from .train.config import load_train_config
-    from .train.metrics import print_summary as print_train_summary
     from .train.run import check_storage as check_train_storage
     from .train.run import run_training
 
@@ -115,11 +131,13 @@ def _run(args: argparse.Namespace) -> int:
         args.train, args.set_train, [fcfg.run.output], None, out and f"{out}/train", check_paths=False, command=tcmd
     )
     check_train_storage(tcfg)  # both steps' paths refused before the filter starts, not after it
-    manifest = run_filter(fcfg, fresh=args.fresh)
-    print_summary(manifest)
-    if _exit_code(manifest):
-        return 1
-    print_train_summary(run_training(tcfg, fresh=args.fresh))
+    log = Location.of(out).join("logs", "run.log") if out else log_location(fcfg.run.output, "run")
+    with Session("run: filter → DPO → held-out evaluation", log, args.verbose) as ui:
+        manifest = run_filter(fcfg, fresh=args.fresh, progress=ui.progress)
+        _show_filter(ui, manifest, kept=False)  # the training step names its data
+        if _exit_code(ui, manifest):
+            return 1
+        _show_training(ui, run_training(tcfg, fresh=args.fresh, progress=ui.progress), manifest)
     return 0
 
 
@@ -132,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--output", help="override run.output (the run directory)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     f.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
+    f.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     f.set_defaults(func=_filter)
     r = sub.add_parser("run", help="the main job: filter, then DPO on the kept pairs, then per-language evaluation")
     r.add_argument("--filter", default="configs/tiny-cpu.yaml", help="filter config (default: the tiny CPU demo)")
@@ -141,10 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set-filter", action="append", default=[], metavar="KEY=VALUE", help="override a filter value")
     r.add_argument("--set-train", action="append", default=[], metavar="KEY=VALUE", help="override a training value")
     r.add_argument("--fresh", action="store_true", help="start both steps over instead of resuming")
+    r.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     r.set_defaults(func=_run)
     s = sub.add_parser("select", help="re-score and re-select a finished run from its stored sketches (no model)")
     s.add_argument("--run-dir", required=True)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. selection.rho=0.3")
+    s.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     s.set_defaults(func=_select)
     d = sub.add_parser("demo-data", help="write the bundled multilingual demo corpus as Parquet")
     d.add_argument("out")
@@ -156,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     it.add_argument("--fresh", action="store_true", help="delete the loop directory first instead of resuming")
     it.add_argument("--stop-after", metavar="ROUND:STAGE", help="stop once that stage is done, e.g. 1:judge")
+    it.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     it.set_defaults(func=_iterate)
     t = sub.add_parser("train", help="DPO on Ray Train over the kept pairs (LoRA or full), per-language evaluation")
     t.add_argument("--config", required=True, help="YAML config, e.g. configs/train-tiny-cpu.yaml")
@@ -164,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", help="override run.output (the training run directory)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     t.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
+    t.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     t.set_defaults(func=_train)
     return p
 

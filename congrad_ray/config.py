@@ -106,8 +106,10 @@ class InputSection(Section):
     rows_per_unit: int = Field(4096, ge=1, description="rows read and validated per task")
     truth_column: str | None = Field(
         "is_flipped",
-        description="optional boolean column marking pairs known to conflict (benchmarks, audits; never read by the "
-        "filter): when the input has it, the report shows per language how the scores separate them",
+        description="ground truth, when the input has it: a boolean column, True for a pair known to conflict (the "
+        "demo corpus's is_flipped; benchmarks, audits). Only the report reads it (known conflicts dropped vs clean "
+        "pairs, how the scores separate them per language); the filter never does. Absent from the input, or null: "
+        "no ground-truth section",
     )
 
     @field_validator("paths", mode="before")

@@ -210,6 +210,16 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     return tokenizer
 
 
+def quiet_progress_bars() -> None:
+    """Turn off transformers' progress bars (loading weights, writing model shards) in this process: made for an
+    interactive shell, they become a stream of lines from every actor and worker (``CONGRAD_RAY_VERBOSE=1`` keeps
+    them)."""
+    if os.environ.get("CONGRAD_RAY_VERBOSE", "") in ("", "0"):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def load_model(
     name_or_path: str,
     dtype: str = "float32",
@@ -221,6 +231,7 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_progress_bars()
     with checkpoint_errors(name_or_path, "model"):
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path,

@@ -173,12 +173,19 @@ def claim_run_dir(
 ) -> Location:
     """Create or resume a run directory that belongs to one ``fingerprint`` (of its inputs and settings).
 
-    ``fresh`` deletes it first; temporaries a killed writer left are removed; a directory claimed by another
-    fingerprint under ``key`` is refused with a :class:`~congrad_ray.errors.ConfigError` naming ``fix``.
+    ``fresh`` deletes it first, all but its ``logs/`` (the console may be writing there); temporaries a killed writer
+    left are removed; a directory claimed by another fingerprint under ``key`` is refused with a
+    :class:`~congrad_ray.errors.ConfigError` naming ``fix``.
     """
     run = Location.of(uri)
-    if fresh:
-        run.delete_dir()
+    if fresh and run.exists():
+        for info in run.fs.get_file_info(pafs.FileSelector(run.path)):
+            if posixpath.basename(info.path) == "logs":
+                continue
+            if info.type == pafs.FileType.Directory:
+                run.fs.delete_dir(info.path)
+            else:
+                run.fs.delete_file(info.path)
     run.mkdir()
     run.remove_temporaries()
     record = run.join("_state", "fingerprint.json")

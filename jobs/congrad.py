@@ -3,7 +3,7 @@
 Laptop (embedded Ray, the README's Quick start):   python jobs/congrad.py
 Cluster:   ray job submit --working-dir . -- python jobs/congrad.py --filter configs/gemma2-2b.yaml \
                --train configs/train-gemma2-2b.yaml --input s3://bucket/prefs/ --output s3://bucket/runs/r1
-Options: --filter, --train, --input, --output, --set-filter KEY=VALUE, --set-train KEY=VALUE, --fresh.
+Options: --filter, --train, --input, --output, --set-filter KEY=VALUE, --set-train KEY=VALUE, --fresh, --verbose.
 Re-submitting resumes both steps.
 """
 

@@ -3,7 +3,7 @@
 Laptop (embedded Ray):   python jobs/filter.py --config configs/tiny-cpu.yaml
 Cluster:                 ray job submit --working-dir . -- python jobs/filter.py --config configs/gemma2-2b.yaml \
                              --input s3://bucket/prefs/ --output s3://bucket/runs/r1
-Options: --input, --output, --set dotted.key=value (repeatable), --fresh. Re-submitting resumes the run.
+Options: --input, --output, --set dotted.key=value (repeatable), --fresh, --verbose. Re-submitting resumes the run.
 """
 
 import sys

@@ -3,8 +3,8 @@
 Laptop (embedded Ray):   python jobs/self_reward.py --config configs/iterate-tiny-cpu.yaml
 Cluster:                 ray job submit --working-dir . -- python jobs/self_reward.py \
                              --config configs/iterate-gemma2-2b.yaml --output s3://bucket/runs/sr1
-Options: --output, --set dotted.key=value (repeatable), --fresh, --stop-after ROUND:STAGE. Re-submitting resumes
-at the first stage without a completion record.
+Options: --output, --set dotted.key=value (repeatable), --fresh, --verbose, --stop-after ROUND:STAGE.
+Re-submitting resumes at the first stage without a completion record.
 """
 
 import sys

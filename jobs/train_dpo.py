@@ -3,8 +3,8 @@
 Laptop (embedded Ray):   python jobs/train_dpo.py --config configs/train-tiny-cpu.yaml
 Cluster:                 ray job submit --working-dir . -- python jobs/train_dpo.py --config configs/train-llama3-8b.yaml \
                              --train s3://bucket/runs/r1 --eval s3://bucket/heldout/ --output s3://bucket/train/r1
-Options: --train, --eval, --output, --set dotted.key=value (repeatable), --fresh. Re-submitting resumes from the last
-Ray Train checkpoint.
+Options: --train, --eval, --output, --set dotted.key=value (repeatable), --fresh, --verbose.
+Re-submitting resumes from the last Ray Train checkpoint.
 """
 
 import sys

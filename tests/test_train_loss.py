@@ -35,7 +35,7 @@ def _trainer(
         beta=beta,
         loss_type=["sigmoid"],
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         use_cpu=True,
         report_to="none",
         dataloader_num_workers=0,

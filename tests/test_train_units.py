@@ -55,6 +55,21 @@ def test_reward_metrics_use_core_lp_dpo():
     assert back["unseen"]["loss"] == metrics["groups"]["unseen"]["loss"]
 
 
+def test_preference_accuracy_before_and_after_by_hand():
+    from congrad_ray.core import preference_accuracy
+
+    # 3 pairs: chosen log-probs then rejected; lengths normalise (pair 1: -6/3 = -2 beats -5/2 = -2.5)
+    logps = torch.tensor([-4.0, -6.0, -3.0, -3.0, -5.0, -3.0])
+    lengths = torch.tensor([2, 3, 1, 2, 2, 1])
+    groups = {"seen": ["en"], "unseen": ["hi"], "none": ["ja"]}
+    got = preference_accuracy(logps, lengths, ["en", "en", "hi"], groups)
+    # en: pair 0 -2 vs -1.5 (miss), pair 1 -2 vs -2.5 (hit); hi: -3 vs -3 (a tie is a miss)
+    assert got["per_language"] == {"en": {"n": 2, "accuracy": 0.5}, "hi": {"n": 1, "accuracy": 0.0}}
+    assert got["groups"] == {"seen": {"n": 2, "accuracy": 0.5}, "unseen": {"n": 1, "accuracy": 0.0}}
+    with pytest.raises(ValueError):
+        preference_accuracy(logps, lengths, ["en"], groups)
+
+
 def test_rows_are_checked_and_kept_as_data(tokenizer, tiny_dir):
     from congrad_ray.train.data import PrepareSpec, prepare_rows, select_rows
 

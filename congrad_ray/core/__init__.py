@@ -3,13 +3,21 @@
 from .aggregate import EMASegment, LanguageSums, ema_combine, ema_segment, ema_sequential, minibatch_means
 from .count_sketch import CountSketch, axis_hash, stream_seed
 from .dpo import DPOParams, DPOTerms, PreferenceBatch, lp_dpo_terms, sequence_logps, token_logps
-from .evaluate import RewardStats, group_stats, macro_average, per_language_stats, reward_stats
+from .evaluate import (
+    RewardStats,
+    group_stats,
+    macro_average,
+    per_language_stats,
+    preference_accuracy,
+    reward_stats,
+)
 from .judge import ParsedScore, ScoreSummary, parse_score, summarize_scores
 from .measures import (
     Interval,
     auroc,
     chrf,
     conflict_rate,
+    conflict_removal,
     language_separation,
     lm_loss,
     lm_loss_by_group,
@@ -55,6 +63,7 @@ __all__ = [
     "axis_hash",
     "choose_pair",
     "conflict_rate",
+    "conflict_removal",
     "cosine_matrix",
     "ema_combine",
     "ema_segment",
@@ -74,6 +83,7 @@ __all__ = [
     "pcgrad",
     "per_language_stats",
     "per_sample_gradients_loop",
+    "preference_accuracy",
     "reference_logps",
     "reward_stats",
     "score",

@@ -14,6 +14,12 @@ and for a set of pairs ``I`` (one language, or all seen / all unseen languages):
 
 Group statistics are micro-averages (every pair weighs the same); :func:`macro_average` weighs every language the
 same. Means are taken in float64.
+
+The reward accuracy of the initial policy is 0 by construction (``pi = pi_ref``, every margin a tie), so "before and
+after DPO" compares the policy's own preference instead, which needs no reference (:func:`.measures.logprob_margin`,
+length-normalised):
+
+    preference_accuracy_I = mean_{i in I} 1[log pi(y^w|x) / |y^w| > log pi(y^l|x) / |y^l|]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .dpo import DPOTerms
+from .measures import logprob_margin
 
 
 @dataclass(frozen=True)
@@ -89,3 +96,22 @@ def macro_average(per_language: Mapping[str, RewardStats], langs: Collection[str
     """The unweighted mean of ``field`` over the languages of ``langs`` present in ``per_language`` (nan if none)."""
     values = [getattr(per_language[lg], field) for lg in sorted(set(langs)) if lg in per_language]
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def preference_accuracy(
+    logps: Tensor, completion_lengths: Tensor, langs: Sequence[str], groups: Mapping[str, Collection[str]]
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """``{"per_language": {lang: {n, accuracy}}, "groups": {group: {n, accuracy}}}``: how often the policy itself
+    prefers the chosen answer (module docstring), from ``[2N]`` log-probs and completion lengths (chosen rows first).
+    Groups are micro-averages; empty groups are omitted; languages are sorted."""
+    prefers = (logprob_margin(logps, completion_lengths) > 0).to(torch.float64)
+    if len(langs) != prefers.shape[0]:
+        raise ValueError(f"{len(langs)} languages for {prefers.shape[0]} pairs")
+
+    def stats(members: Collection[str]) -> dict[str, float | int]:
+        index = torch.tensor([i for i, lg in enumerate(langs) if lg in members], dtype=torch.long)
+        return {"n": int(index.numel()), "accuracy": float(prefers[index].mean())}
+
+    per_language = {lang: stats({lang}) for lang in sorted(set(langs))}
+    grouped = {name: stats(set(members)) for name, members in groups.items()}
+    return {"per_language": per_language, "groups": {k: v for k, v in grouped.items() if v["n"]}}

@@ -26,7 +26,7 @@ held-out pairs).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +104,65 @@ def conflict_rate(flags: Sequence[bool], groups: Sequence[str] | None = None) ->
             out[f"n/{g}"] = int(mine.size)
             out[f"rate/{g}"] = float(mine.mean())
     return out
+
+
+SCORED_OUTCOMES = ("kept", "dropped")
+
+
+def conflict_removal(counts: Iterable[Sequence]) -> dict[str, dict[str, float | int | None]]:
+    """How a filter's decisions split the pairs that ground truth marks as conflicting, per language and in total.
+
+    ``counts`` holds ``(outcome, lang, conflict, n)`` tuples: ``n`` pairs of language ``lang`` with ground truth
+    ``conflict`` (True: a known conflicting pair, e.g. a flipped label) ended as ``outcome``. Only ``kept`` and
+    ``dropped`` pairs were candidates of the selection; other outcomes (``invalid``, unseen languages) and an unknown
+    ground truth (None) are left out. For each language and for ``"total"``, with ``C`` the known conflicts among
+    the ``pairs = kept + dropped`` candidates:
+
+        conflicts = C, clean = pairs - C, conflicts_dropped, clean_dropped, kept, kept_conflicts
+        input_rate        = C / pairs                       conflict rate of the candidates
+        kept_rate         = kept_conflicts / kept           conflict rate of the kept set
+        conflicts_removed = conflicts_dropped / C           share of the known conflicts the filter dropped
+        clean_removed     = clean_dropped / clean           share of the clean pairs it dropped with them
+
+    A rate over an empty set is None (the result is written as JSON). Languages are sorted; ``"total"`` is last.
+    """
+    cells: dict[str, dict[tuple[str, bool], int]] = {}
+    for outcome, lang, conflict, n in counts:
+        if outcome in SCORED_OUTCOMES and conflict is not None and n > 0:
+            cell = cells.setdefault(str(lang), {})
+            cell[(outcome, bool(conflict))] = cell.get((outcome, bool(conflict)), 0) + int(n)
+    total: dict[tuple[str, bool], int] = {}
+    for cell in cells.values():
+        for key, n in cell.items():
+            total[key] = total.get(key, 0) + n
+    out = {lang: _removal(cells[lang]) for lang in sorted(cells)}
+    out["total"] = _removal(total)
+    return out
+
+
+def _removal(cell: Mapping[tuple[str, bool], int]) -> dict[str, float | int | None]:
+    def n(outcome: str, conflict: bool) -> int:
+        return cell.get((outcome, conflict), 0)
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    kept, conflicts = n("kept", True) + n("kept", False), n("kept", True) + n("dropped", True)
+    pairs = kept + n("dropped", True) + n("dropped", False)
+    clean = pairs - conflicts
+    return {
+        "pairs": pairs,
+        "conflicts": conflicts,
+        "clean": clean,
+        "kept": kept,
+        "kept_conflicts": n("kept", True),
+        "conflicts_dropped": n("dropped", True),
+        "clean_dropped": n("dropped", False),
+        "input_rate": ratio(conflicts, pairs),
+        "kept_rate": ratio(n("kept", True), kept),
+        "conflicts_removed": ratio(n("dropped", True), conflicts),
+        "clean_removed": ratio(n("dropped", False), clean),
+    }
 
 
 def mean_and_std(values: Sequence[float] | Mapping[str, float]) -> tuple[float, float, int]:

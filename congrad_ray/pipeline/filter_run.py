@@ -22,13 +22,15 @@ from ..core.rows import RowRules
 from ..errors import ConfigError, InputError
 from ..inputs import materialize_inputs
 from ..models import check_loadable, resolve_model_path
+from ..progress import NO_PROGRESS, Progress
 from ..storage import RUN_DIR_FIX, Location, claim_run_dir, expand_inputs
 from . import manifest as manifest_mod
 from .prepare import PrepareSpec, prepare_units
 from .reduce import direction_of, language_gradients, save_direction
 from .select_stage import decide, score_all
 from .sketch_stage import GradientSketcher, actor_records, sketch_errors, take_all_or_explain
-from .units import Unit, plan_units, units_to_items
+from .tracking import BucketsSketched, RowsValidated, UnitsWritten, filter_plan
+from .units import Unit, language_counts, plan_units, units_to_items
 from .write_stage import WriteSpec, write_units
 
 SKETCH_SECTIONS = ("model", "sketch", "dpo", "languages")
@@ -42,6 +44,10 @@ class FilterRun:
     units: list[Unit] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    files: int = 0
+    languages: dict[str, int] = field(default_factory=dict)  # rows per language of the input
+    truth_column: str | None = None  # input.truth_column when the input has it
+    progress: Progress = NO_PROGRESS
 
     def stage(self, name: str, seconds: float) -> None:
         self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
@@ -63,7 +69,9 @@ def resolve_config(cfg: FilterConfig, schema: pa.Schema | None, total_rows: int)
 def sketch_fingerprint(cfg: FilterConfig, files: list[Location]) -> str:
     """Of what the stored sketches depend on: the input files, the model, sketch, DPO and language settings."""
     inputs = [(f.uri, f.fs.get_file_info(f.path).size) for f in files]
-    extra = {"inputs": inputs, "input": cfg.input.model_dump(mode="json"), "batch_size": cfg.resources.batch_size}
+    # the ground-truth column is read by the report only: it never changes a sketch
+    given = cfg.input.model_dump(mode="json", exclude={"truth_column"})
+    extra = {"inputs": inputs, "input": given, "batch_size": cfg.resources.batch_size}
     return cfg.fingerprint(SKETCH_SECTIONS, extra)
 
 
@@ -84,10 +92,11 @@ def select_problems(overrides: list[str]) -> list[str]:
     return problems
 
 
-def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX) -> FilterRun:
+def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX, progress: Progress = NO_PROGRESS) -> FilterRun:
     """Resolve inputs, read footers, check the run directory; no Ray yet (errors surface in seconds). ``fix``: the
-    advice when the run directory holds another run."""
+    advice when the run directory holds another run; ``progress`` is told the plan."""
     t0 = time.perf_counter()
+    requested = list(cfg.input.paths)
     paths = materialize_inputs(cfg.input.paths)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"paths": paths})})
     try:
@@ -109,12 +118,31 @@ def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX) -> Filt
                 f"{cfg.input.ref_rejected_column}; add them or use reference: same"
             ]
         )
+    truth = _truth_column(cfg, schema)
     holds = "a filter run of another input or model/sketch/dpo config"
     run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, files), holds, fresh, fix)
     run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
-    fr = FilterRun(cfg, run, units)
+    languages = language_counts(files, cfg.input.lang_column)
+    fr = FilterRun(cfg, run, units, files=len(files), languages=languages, truth_column=truth, progress=progress)
     fr.stage("plan", time.perf_counter() - t0)
+    progress.plan(filter_plan(fr, requested))
     return fr
+
+
+def _truth_column(cfg: FilterConfig, schema: pa.Schema) -> str | None:
+    """``input.truth_column`` if the input has it (a boolean column); None if it has not or none is configured."""
+    name = cfg.input.truth_column
+    if name is None or name not in schema.names:
+        return None
+    kind = schema.field(name).type
+    if not (pa.types.is_boolean(kind) or pa.types.is_integer(kind)):
+        raise ConfigError(
+            [
+                f"input.truth_column {name!r} is a {kind} column; ground truth must be boolean (True: a pair known to "
+                "conflict), or set input.truth_column: null"
+            ]
+        )
+    return name
 
 
 def _done_buckets(run: Location) -> set[int]:
@@ -128,6 +156,7 @@ def sketch_stage(fr: FilterRun) -> None:
     cfg, run = fr.cfg, fr.run
     if run.join("_state", "sketch.json").exists():
         fr.skipped.append("sketch")
+        fr.progress.skipped("read + validate + sketch", "done by an earlier run")
         return
     t0 = time.perf_counter()
     i, langs = cfg.input, cfg.languages
@@ -149,24 +178,9 @@ def sketch_stage(fr: FilterRun) -> None:
     prepared = ds.map_batches(
         prepare_units, batch_size=1, batch_format="numpy", fn_kwargs={"spec": spec}, num_cpus=r.cpus_per_actor
     )
-    summaries = []
-    if len(done) < cfg.sketch.buckets:
-        sketched = prepared.groupby(
-            "bucket", num_partitions=_shuffle_partitions(cfg.sketch.buckets, len(done))
-        ).map_groups(
-            GradientSketcher,
-            batch_format="pyarrow",
-            fn_constructor_args=(cfg.model_dump_json(), run.uri),
-            compute=ray.data.ActorPoolStrategy(min_size=r.actors_min, max_size=r.actors_max),
-            num_cpus=r.cpus_per_actor,
-            num_gpus=r.gpus_per_actor or None,
-            scheduling_strategy=r.scheduling_strategy,
-        )
-        summaries = take_all_or_explain(sketched, cfg)
-        if error := sketch_errors(summaries):
-            raise error
-    else:
-        prepared.materialize()  # status files only
+    validated, sketched_buckets = RowsValidated(run, fr.units), BucketsSketched(run, cfg.sketch.buckets)
+    with fr.progress.stage("read + validate", validated), fr.progress.stage("sketch", sketched_buckets):
+        summaries = _sketch(fr, prepared, done)
     summary = {
         "buckets_sketched": len(summaries),
         "buckets_resumed": len(done),
@@ -190,6 +204,30 @@ def language_codes(run: Location) -> dict[str, str]:
         table = table.filter(pc.is_valid(table["lang_input"]))
         mapping.update(zip(table["lang_input"].to_pylist(), table["lang"].to_pylist()))
     return dict(sorted(mapping.items()))
+
+
+def _sketch(fr: FilterRun, prepared: Any, done: set[int]) -> list[dict[str, Any]]:
+    """Group the prepared rows by bucket and sketch each bucket not yet done on the actor pool; the per-bucket
+    summaries (none when every bucket is done: then only the status files are written)."""
+    import ray.data
+
+    cfg, r = fr.cfg, fr.cfg.resources
+    if len(done) >= cfg.sketch.buckets:
+        prepared.materialize()  # status files only
+        return []
+    sketched = prepared.groupby("bucket", num_partitions=_shuffle_partitions(cfg.sketch.buckets, len(done))).map_groups(
+        GradientSketcher,
+        batch_format="pyarrow",
+        fn_constructor_args=(cfg.model_dump_json(), fr.run.uri),
+        compute=ray.data.ActorPoolStrategy(min_size=r.actors_min, max_size=r.actors_max),
+        num_cpus=r.cpus_per_actor,
+        num_gpus=r.gpus_per_actor or None,
+        scheduling_strategy=r.scheduling_strategy,
+    )
+    summaries = take_all_or_explain(sketched, cfg)
+    if error := sketch_errors(summaries):
+        raise error
+    return summaries
 
 
 def _shuffle_partitions(buckets: int, done: int) -> int:
@@ -252,7 +290,7 @@ def write_stage(fr: FilterRun, decisions: pa.Table) -> list[dict[str, Any]]:
     done = {f.path.rsplit("/", 1)[1].removesuffix(".json") for f in records_dir.list(".json")}
     todo = [u for u in fr.units if u.name not in done]
     if todo:
-        spec = WriteSpec(run.uri, cfg.input.id_column, cfg.input.lang_column)
+        spec = WriteSpec(run.uri, cfg.input.id_column, cfg.input.lang_column, fr.truth_column)
         columns = ["_row", "id", "status", "keep", "reason", "score"]
         ref = ray.put(decisions.select(columns))
         ds = ray.data.from_items(units_to_items(todo), override_num_blocks=len(todo))
@@ -278,13 +316,15 @@ def check_storage(cfg: FilterConfig) -> None:
     require_shared_storage(paths, cfg.run.shared_filesystem, {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor})
 
 
-def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole filter; returns the manifest."""
+def run_filter(
+    cfg: FilterConfig, fresh: bool = False, report: bool = True, progress: Progress = NO_PROGRESS
+) -> dict[str, Any]:
+    """Run (or resume) the whole filter; returns the manifest. ``progress`` is told the plan and each stage."""
     from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
     check_storage(cfg)
-    fr = plan(cfg, fresh)
+    fr = plan(cfg, fresh, progress=progress)
     if not fr.run.join("_state", "sketch.json").exists():  # the model is needed: fail on it before Ray starts
         check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
     ensure_ray(cfg.resources.num_cpus)
@@ -292,13 +332,15 @@ def run_filter(cfg: FilterConfig, fresh: bool = False, report: bool = True) -> d
     return _finish(fr, report, t0)
 
 
-def reselect(cfg: FilterConfig, report: bool = True) -> dict[str, Any]:
+def reselect(cfg: FilterConfig, report: bool = True, progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Score and select again from a finished run's stored sketches (``congrad-ray select``): no model, no GPU."""
     from ..ray_env import ensure_ray
 
     t0 = time.perf_counter()
     check_storage(cfg)
-    fr = plan(cfg, fix="its input files changed since they were sketched; run `congrad-ray filter` on them")
+    fr = plan(
+        cfg, fix="its input files changed since they were sketched; run `congrad-ray filter` on them", progress=progress
+    )
     if not fr.run.join("_state", "sketch.json").exists():
         raise ConfigError([f"{fr.run.uri} has not finished sketching; run `congrad-ray filter` on it first"])
     ensure_ray(cfg.resources.num_cpus)
@@ -307,17 +349,26 @@ def reselect(cfg: FilterConfig, report: bool = True) -> dict[str, Any]:
 
 
 def _finish(fr: FilterRun, report: bool, t0: float) -> dict[str, Any]:
-    decisions = select_stage(fr)
-    records = write_stage(fr, decisions)
+    with fr.progress.stage("score + select") as stage:
+        decisions = select_stage(fr)
+        kept = int(np.count_nonzero(decisions.column("keep").to_numpy(zero_copy_only=False)))
+        stage.detail = f"{kept:,} of {decisions.num_rows:,} pairs kept"
+    with fr.progress.stage("write", UnitsWritten(fr.run, fr.units)):
+        records = write_stage(fr, decisions)
+    counts = manifest_mod.count_outcomes(records)
+    truth = manifest_mod.ground_truth(records, fr.truth_column)
     if report:
         from .report import write_report
 
         t1 = time.perf_counter()
-        write_report(fr.run, decisions, records, fr.cfg.input.truth_column)
+        with fr.progress.stage("report"):
+            write_report(fr.run, decisions, counts, truth)
         fr.stage("report", time.perf_counter() - t1)
     fr.stage("total", time.perf_counter() - t0)
     codes = fr.run.join("_state", "sketch.json").read_json().get("language_codes", {})
-    manifest = manifest_mod.build(fr.cfg, fr.run, records, fr.timings, fr.skipped, _scores_summary(decisions), codes)
+    manifest = manifest_mod.build(
+        fr.cfg, fr.run, counts, truth, fr.timings, fr.skipped, _scores_summary(decisions), codes
+    )
     fr.run.join("manifest.json").write_json(manifest)
     return manifest
 

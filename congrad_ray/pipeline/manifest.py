@@ -1,5 +1,6 @@
-"""``manifest.json``: counts per language per outcome, config and its hash, seeds, versions, git SHA, timings, and
-the input language codes that were canonicalised (``language_codes``: as written -> canonical)."""
+"""``manifest.json``: counts per language per outcome, ground truth (when the input has it), config and its hash,
+seeds, versions, git SHA, timings, and the input language codes that were canonicalised (``language_codes``: as
+written -> canonical)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FilterConfig
+from ..core import conflict_removal
 from ..storage import Location
 
 PACKAGES = ("congrad-ray", "torch", "ray", "transformers", "trl", "peft", "datasets", "pyarrow")
@@ -54,10 +56,20 @@ def count_outcomes(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def ground_truth(records: list[dict[str, Any]], column: str | None) -> dict[str, Any] | None:
+    """Known conflicts dropped vs clean pairs dropped, per language (:func:`~congrad_ray.core.conflict_removal`), from
+    the per-unit write records; None when the input carries no ground truth (or the records predate it)."""
+    if column is None or any("truth" not in rec for rec in records):
+        return None
+    cells = [tuple(cell) for rec in records for cell in rec["truth"]]
+    return {"column": column, "per_language": conflict_removal(cells)}
+
+
 def build(
     cfg: FilterConfig,
     run: Location,
-    records: list[dict[str, Any]],
+    counts: dict[str, Any],
+    truth: dict[str, Any] | None,
     timings: dict[str, float],
     skipped: list[str],
     scores: dict[str, Any],
@@ -69,7 +81,8 @@ def build(
     sketch = run.join("_state", "sketch.json")
     return {
         "run_dir": run.uri,
-        "counts": count_outcomes(records),
+        "counts": counts,
+        "ground_truth": truth,
         "language_codes": language_codes,
         "scores": scores,
         "direction": direction.read_json() if direction.exists() else None,

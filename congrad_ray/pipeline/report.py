@@ -1,133 +1,212 @@
-"""``report/``: cosine heatmaps before/after surgery, score histograms and kept fractions per language, and a short
-Markdown + HTML summary; plus the one-screen console summary."""
+"""``report/``: cosine heatmaps before/after surgery, score histograms with each language's keep threshold, kept
+fractions, conflict rates by ground truth (when the input has it), the per-language diagnosis (``diagnosis.json``:
+agreement with the consensus and, with ground truth, how the scores separate known conflicts), and ``summary.md`` /
+``summary.html``.
+
+Every plot lists the languages in the same (sorted) order. ``summary.html`` is rendered from ``summary.md`` by
+markdown-it-py with its images embedded as data URIs, so the one file can be mailed or attached to a tracker.
+"""
 
 from __future__ import annotations
 
-import html
 import io
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ..report_html import render_html
 from ..storage import Location
-from .manifest import count_outcomes
 from .reduce import load_direction
 
 
 def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
     return buf.getvalue()
 
 
-def _heatmaps(direction: dict[str, np.ndarray]) -> bytes:
+def _figure(**kwargs: Any) -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
+    return plt.subplots(layout="constrained", **kwargs)
+
+
+def _heatmaps(direction: dict[str, np.ndarray]) -> bytes:
     langs = [str(x) for x in direction["langs"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, key, title in zip(axes, ("cosine_before", "cosine_after"), ("G_l before PCGrad", "p_l after PCGrad")):
+    size = max(4.0, 0.45 * len(langs) + 2)
+    fig, axes = _figure(ncols=2, figsize=(2 * size + 1, size))
+    for ax, key, title in zip(axes, ("cosine_before", "cosine_after"), ("$G_l$ before PCGrad", "$p_l$ after PCGrad")):
         im = ax.imshow(direction[key], vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_xticks(range(len(langs)), langs, rotation=90)
         ax.set_yticks(range(len(langs)), langs)
-        ax.set_title(f"cosine, {title}")
+        ax.set_xlabel("language")
+        ax.set_ylabel("language")
+        ax.set_title(f"cosine between languages, {title}", fontsize=10)
         for (r, c), v in np.ndenumerate(direction[key]):
-            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=axes, shrink=0.8)
-    out = _png(fig)
-    plt.close(fig)
-    return out
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if abs(v) > 0.6 else "black")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="cosine")
+    return _png(fig)
+
+
+def keep_thresholds(decisions: pa.Table) -> dict[str, float]:
+    """Per language, the lowest score that was kept: the rule's effective threshold (languages with a kept pair)."""
+    langs = decisions.column("lang").to_numpy(zero_copy_only=False).astype(str)
+    scores = decisions.column("score").to_numpy(zero_copy_only=False)
+    keep = decisions.column("keep").to_numpy(zero_copy_only=False).astype(bool)
+    return {lang: float(scores[keep & (langs == lang)].min()) for lang in sorted(set(langs[keep]))}
 
 
 def _histograms(decisions: pa.Table) -> bytes:
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     langs = decisions.column("lang").to_numpy(zero_copy_only=False).astype(str)
     scores = decisions.column("score").to_numpy(zero_copy_only=False)
-    keep = decisions.column("keep").to_numpy(zero_copy_only=False)
+    keep = decisions.column("keep").to_numpy(zero_copy_only=False).astype(bool)
     names = sorted(set(langs[np.isfinite(scores)]))
-    cols = 4
+    thresholds = keep_thresholds(decisions)
+    cols = min(4, max(1, len(names)))
     rows = max(1, -(-len(names) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    bins = np.linspace(-1, 1, 41) if np.nanmax(np.abs(scores), initial=0) <= 1 else 40
+    fig, axes = _figure(nrows=rows, ncols=cols, figsize=(3.2 * cols, 2.6 * rows + 0.6), squeeze=False)
+    cosine = np.nanmax(np.abs(scores), initial=0) <= 1
+    bins = np.linspace(-1, 1, 41) if cosine else np.histogram_bin_edges(scores[np.isfinite(scores)], 40)
     for ax, lang in zip(axes.flat, names):
         m = (langs == lang) & np.isfinite(scores)
         ax.hist(scores[m & keep], bins=bins, color="tab:green", alpha=0.7, label="kept")
         ax.hist(scores[m & ~keep], bins=bins, color="tab:red", alpha=0.6, label="dropped")
-        ax.set_title(lang)
+        if lang in thresholds:
+            ax.axvline(thresholds[lang], color="black", lw=1, ls="--", label="keep threshold")
+        ax.set_title(f"{lang} (keep >= {thresholds[lang]:.2f})" if lang in thresholds else lang, fontsize=9)
+        ax.set_xlim(bins[0], bins[-1])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
+    for i, ax in enumerate(axes.flat[: len(names)]):
+        if i + cols >= len(names):  # no panel below it
+            ax.set_xlabel("score")
+        if i % cols == 0:
+            ax.set_ylabel("pairs")
     if names:
-        axes.flat[0].legend(fontsize=7)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle("score = cos(S(g_i), g*) per language")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return _png(fig)
 
 
 def _kept_fraction(per_lang: dict[str, dict[str, int]]) -> bytes:
-    import matplotlib.pyplot as plt
-
-    langs = [lang for lang in per_lang if per_lang[lang]["kept"] + per_lang[lang]["dropped"] > 0]
+    langs = [lang for lang in sorted(per_lang) if per_lang[lang]["kept"] + per_lang[lang]["dropped"] > 0]
     frac = [per_lang[x]["kept"] / (per_lang[x]["kept"] + per_lang[x]["dropped"]) for x in langs]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(langs)), 3))
+    fig, ax = _figure(figsize=(max(4, 0.6 * len(langs) + 1), 3))
     ax.bar(langs, frac, color="tab:blue")
     ax.set_ylim(0, 1)
+    ax.set_xlabel("language")
     ax.set_ylabel("kept / (kept + dropped)")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    ax.set_title("kept fraction per language", fontsize=10)
+    return _png(fig)
 
 
-def summary_markdown(counts: dict[str, Any], direction: dict[str, np.ndarray] | None) -> str:
-    lines = ["# congrad-ray filter report", ""]
-    t = counts["totals"]
-    lines.append(
-        f"Input rows: {counts['input_rows']} - kept {t['kept']}, dropped {t['dropped']}, invalid {t['invalid']}."
+def _conflict_rates(per_language: dict[str, dict[str, Any]]) -> bytes:
+    langs = [lang for lang in per_language if lang != "total"]
+    x = np.arange(len(langs))
+    fig, ax = _figure(figsize=(max(4, 0.7 * len(langs) + 1), 3))
+    for offset, key, label, color in (
+        (-0.2, "input_rate", "input", "tab:gray"),
+        (0.2, "kept_rate", "kept", "tab:blue"),
+    ):
+        values = [per_language[lang][key] or 0.0 for lang in langs]
+        ax.bar(x + offset, values, width=0.4, label=label, color=color)
+    ax.set_xticks(x, langs)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("language")
+    ax.set_ylabel("known conflicts / pairs")
+    ax.set_title("conflict rate by ground truth: input vs kept", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1%}"
+
+
+def ground_truth_sentence(truth: dict[str, Any]) -> str:
+    t = truth["per_language"]["total"]
+    return (
+        f"The filter dropped {t['conflicts_dropped']:,} of the {t['conflicts']:,} known conflicting pairs "
+        f"({_pct(t['conflicts_removed'])}) and {t['clean_dropped']:,} of the {t['clean']:,} clean ones "
+        f"({_pct(t['clean_removed'])}); the conflict rate is {_pct(t['input_rate'])} in the input and "
+        f"{_pct(t['kept_rate'])} in the kept set."
     )
-    lines += ["", "| language | kept | dropped | invalid |", "|---|---:|---:|---:|"]
-    for lang, c in counts["per_language"].items():
-        lines.append(f"| {lang} | {c['kept']} | {c['dropped']} | {c['invalid']} |")
-    lines += ["", "| reason | rows |", "|---|---:|"] + [f"| {r} | {n} |" for r, n in counts["reasons"].items()]
-    if direction is not None:
-        langs = [str(x) for x in direction["langs"]]
-        before = direction["cosine_before"]
-        worst = min(
-            ((before[i, j], langs[i], langs[j]) for i in range(len(langs)) for j in range(i + 1, len(langs))),
-            default=None,
-        )
-        if worst:
-            lines += [
-                "",
-                f"Most conflicting languages: {worst[1]} vs {worst[2]} (cosine {worst[0]:.3f} before surgery).",
-            ]
+
+
+def _ground_truth_lines(truth: dict[str, Any]) -> list[str]:
+    lines = ["", f"## Ground truth (`{truth['column']}`)", "", ground_truth_sentence(truth), ""]
     lines += [
-        "",
-        "![conflicts](conflict_heatmap.png)",
-        "![scores](score_histograms.png)",
-        "![kept](kept_fraction.png)",
-        "",
+        "| language | pairs | known conflicts | conflicts dropped | clean dropped | conflict rate: input | kept |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    for lang, g in truth["per_language"].items():
+        name = "**total**" if lang == "total" else lang
+        lines.append(
+            f"| {name} | {g['pairs']:,} | {g['conflicts']:,} | {_share(g['conflicts_dropped'], g['conflicts_removed'])} "
+            f"| {_share(g['clean_dropped'], g['clean_removed'])} | {_pct(g['input_rate'])} | {_pct(g['kept_rate'])} |"
+        )
+    return lines
+
+
+def _share(n: int, fraction: float | None) -> str:
+    return f"{n:,}" if fraction is None else f"{n:,} ({fraction:.0%})"
+
+
+def summary_markdown(
+    counts: dict[str, Any],
+    direction: dict[str, np.ndarray] | None,
+    truth: dict[str, Any] | None = None,
+    diagnosis: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    t = counts["totals"]
+    lines = [
+        "# congrad-ray filter report",
+        "",
+        f"Input rows: {counts['input_rows']:,}: kept {t['kept']:,}, dropped {t['dropped']:,}, "
+        f"invalid {t['invalid']:,}.",
+        "",
+        "## Outcomes per language",
+        "",
+        "| language | kept | dropped | invalid | kept fraction |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for lang, c in counts["per_language"].items():
+        scored = c["kept"] + c["dropped"]
+        lines.append(
+            f"| {lang} | {c['kept']:,} | {c['dropped']:,} | {c['invalid']:,} | {_pct(c['kept'] / scored if scored else None)} |"
+        )
+    lines.append(f"| **total** | {t['kept']:,} | {t['dropped']:,} | {t['invalid']:,} | |")
+    if truth is not None:
+        lines += _ground_truth_lines(truth)
+    lines += ["", "## Reasons", "", "| reason | rows |", "|---|---:|"]
+    lines += [f"| {r} | {n:,} |" for r, n in counts["reasons"].items()]
+    images = [("Score histograms per language", "score_histograms.png"), ("Kept fraction", "kept_fraction.png")]
+    if truth is not None:
+        images.append(("Conflict rate by ground truth", "conflict_rates.png"))
+    if direction is not None:
+        images.insert(0, ("Cosine between languages", "conflict_heatmap.png"))
+        lines += ["", "## Direction", "", _most_conflicting(direction)]
+    lines += diagnosis_markdown(diagnosis or {})
+    lines += ["", "## Plots", ""] + [f"![{alt}]({name})\n" for alt, name in images]
     return "\n".join(lines)
 
 
-def _html(markdown: str) -> str:
-    body = []
-    for line in markdown.splitlines():
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("!["):
-            src = line[line.index("(") + 1 : -1]
-            body.append(f'<img src="{html.escape(src)}" style="max-width:100%">')
-        elif line.startswith("|") and "---" not in line:
-            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
-            body.append(f"<tr>{cells}</tr>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    joined = (
-        "\n".join(body).replace("</p>\n<tr>", "</p>\n<table border=1><tr>").replace("</tr>\n<p>", "</tr></table>\n<p>")
-    )
-    return f"<!doctype html><html><meta charset='utf-8'><title>congrad-ray report</title><body>{joined}</body></html>"
+def _most_conflicting(direction: dict[str, np.ndarray]) -> str:
+    langs = [str(x) for x in direction["langs"]]
+    before = direction["cosine_before"]
+    pairs = [(before[i, j], langs[i], langs[j]) for i in range(len(langs)) for j in range(i + 1, len(langs))]
+    if not pairs:
+        return f"One language ({', '.join(langs)}): no surgery."
+    worst = min(pairs)
+    return f"Most conflicting languages: {worst[1]} vs {worst[2]} (cosine {worst[0]:.3f} before surgery)."
 
 
 def _truth(run: Location, column: str | None) -> dict[str, bool] | None:
@@ -208,52 +287,27 @@ def diagnosis_markdown(diagnosis: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def write_report(
-    run: Location, decisions: pa.Table, records: list[dict[str, Any]], truth_column: str | None = None
+    run: Location, decisions: pa.Table, counts: dict[str, Any], truth: dict[str, Any] | None = None
 ) -> Location:
     import matplotlib
 
     matplotlib.use("Agg")
     report = run.join("report")
-    counts = count_outcomes(records)
     direction = load_direction(run) if run.join("direction", "direction.npz").exists() else None
+    images = {
+        "score_histograms.png": _histograms(decisions),
+        "kept_fraction.png": _kept_fraction(counts["per_language"]),
+    }
     if direction is not None:
-        report.join("conflict_heatmap.png").write_bytes(_heatmaps(direction))
-    report.join("score_histograms.png").write_bytes(_histograms(decisions))
-    report.join("kept_fraction.png").write_bytes(_kept_fraction(counts["per_language"]))
+        images["conflict_heatmap.png"] = _heatmaps(direction)
+    if truth is not None:
+        images["conflict_rates.png"] = _conflict_rates(truth["per_language"])
+    for name, data in images.items():
+        report.join(name).write_bytes(data)
     agreement = run.join("direction", "direction.json").read_json().get("agreement") if direction else None
-    diagnosis = language_diagnosis(decisions, agreement, _truth(run, truth_column))
+    diagnosis = language_diagnosis(decisions, agreement, _truth(run, truth and truth["column"]))
     report.join("diagnosis.json").write_json(diagnosis)
-    md = summary_markdown(counts, direction) + "\n".join(diagnosis_markdown(diagnosis)) + "\n"
+    md = summary_markdown(counts, direction, truth, diagnosis)
     report.join("summary.md").write_bytes(md.encode())
-    report.join("summary.html").write_bytes(_html(md).encode())
+    report.join("summary.html").write_bytes(render_html(md, images, "congrad-ray filter report").encode())
     return report
-
-
-def print_summary(manifest: dict[str, Any]) -> None:
-    """One screen: per-language outcomes, reasons, timings and where the outputs are."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    counts = manifest["counts"]
-    table = Table(title=f"congrad-ray filter: {counts['input_rows']} rows")
-    for col in ("language", "kept", "dropped", "invalid"):
-        table.add_column(col, justify="left" if col == "language" else "right")
-    for lang, c in counts["per_language"].items():
-        table.add_row(lang, str(c["kept"]), str(c["dropped"]), str(c["invalid"]))
-    t = counts["totals"]
-    table.add_row("total", str(t["kept"]), str(t["dropped"]), str(t["invalid"]), style="bold")
-    console.print(table)
-    if counts["reasons"]:
-        console.print("reasons: " + ", ".join(f"{r}={n}" for r, n in counts["reasons"].items()))
-    d = manifest.get("direction") or {}
-    if d:
-        console.print(f"PCGrad projections: {d.get('projections')} over {len(d.get('langs', []))} languages")
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
-    console.print(
-        f"timings: {timings}"
-        + (f" (resumed: {', '.join(manifest['resumed_stages'])})" if manifest["resumed_stages"] else "")
-    )
-    # Paths are printed unwrapped so they can be copied (and grepped) whatever the terminal width.
-    console.print(f"kept pairs: {manifest['outputs']['kept']}", soft_wrap=True)
-    console.print(f"report: {manifest['outputs']['report']}/summary.html", soft_wrap=True)

@@ -59,6 +59,24 @@ def plan_units(files: list[Location], rows_per_unit: int, lang_column: str) -> t
     return units, schema
 
 
+def language_counts(files: list[Location], lang_column: str) -> dict[str, int]:
+    """Rows per language over ``files`` (their language column only; null counts as ``(none)``), sorted."""
+    import pyarrow.compute as pc
+
+    counts: dict[str, int] = {}
+    for loc in files:
+        with loc.fs.open_input_file(loc.path) as f:
+            column = pq.ParquetFile(f).read(columns=[lang_column]).column(lang_column)
+        try:
+            values = pc.value_counts(column.cast(pa.string())).to_pylist()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = []  # not strings: validation reports those rows (wrong_type_lang)
+        for item in values:
+            key = item["values"] if item["values"] is not None else "(none)"
+            counts[key] = counts.get(key, 0) + item["counts"]
+    return dict(sorted(counts.items()))
+
+
 def read_unit(unit: Unit) -> pa.Table:
     """The unit's rows with every column, plus ``_row``."""
     with unit.file.fs.open_input_file(unit.file.path) as f:

@@ -3,7 +3,8 @@
 Each unit re-reads its original rows and joins them by ``_row`` with its status (stage A) and the decisions, so all
 original columns are carried through untouched; ``id`` (when derived), ``score`` and ``reason`` are added (prefixed
 ``congrad_`` if the input already has such a column). Files are written atomically per unit, then a completion
-record with the unit's counts.
+record with the unit's counts: per (outcome, reason, language), and, when the input has a ground-truth column, per
+(outcome, language, known conflict), where pairs of unseen languages (never candidates) count as ``unseen``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..storage import Location
+from .select_stage import UNSEEN
 from .units import Unit, read_unit, unit_from_item
 
 
@@ -24,6 +26,7 @@ class WriteSpec:
     run_uri: str
     id_column: str
     lang_column: str
+    truth_column: str | None = None
 
 
 def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
@@ -72,8 +75,19 @@ def split_unit(unit: Unit, spec: WriteSpec, decisions: pa.Table) -> dict[str, An
         "rows": original.num_rows,
         "counts": [[o, r, lang, n] for (o, r, lang), n in sorted(counts.items())],
     }
+    if spec.truth_column is not None:
+        flags = original.column(spec.truth_column).to_pylist()
+        record["truth"] = truth_counts(outcome, reason, langs, flags)
     run.join("_state", "write", f"{unit.name}.json").write_json(record)
     return record
+
+
+def truth_counts(outcome: list[str], reason: list[str], langs: list[str | None], flags: list) -> list[list]:
+    """``[outcome, lang, known conflict (bool, or None when unknown), n]`` cells, sorted."""
+    cells: Counter = Counter()
+    for o, r, lang, flag in zip(outcome, reason, langs, flags):
+        cells[("unseen" if r == UNSEEN else o, lang or "", None if flag is None else bool(flag))] += 1
+    return [[o, lang, flag, n] for (o, lang, flag), n in sorted(cells.items(), key=lambda kv: repr(kv[0]))]
 
 
 def write_units(batch: dict[str, np.ndarray], spec: WriteSpec, decisions_ref: Any) -> dict[str, np.ndarray]:

@@ -110,45 +110,54 @@ def unflat(entry: dict[str, Any], prefix: str = "heldout") -> dict[str, dict[str
 
 
 def write_plot(metrics: dict[str, Any], path: str | Path) -> None:
-    """``eval.png``: final per-language accuracy (seen / unseen), accuracy over steps, and the training loss."""
+    """``eval.png``: per-language held-out accuracy before and after DPO (languages sorted, unseen ones marked), the
+    reward accuracy during training, and the training loss."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     final = metrics.get("eval", {}).get("final") or {}
-    per_lang = final.get("per_language", {})
     seen = set(metrics.get("languages", {}).get("seen", []))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    ax = axes[0]
-    langs = sorted(per_lang, key=lambda lg: (lg not in seen, lg))
-    colors = ["tab:blue" if lg in seen else "tab:orange" for lg in langs]
-    ax.bar(langs, [per_lang[lg]["accuracy"] for lg in langs], color=colors)
-    for i, lg in enumerate(langs):
-        ax.text(i, 0.02, f"{per_lang[lg]['margin']:+.2f}", ha="center", fontsize=7, rotation=90, color="white")
+    pref = final.get("preference") or {}
+    langs = sorted(final.get("per_language", {}))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
+    ax, x = axes[0], np.arange(len(langs))
+    for offset, when, color in ((-0.2, "before", "tab:gray"), (0.2, "after", "tab:blue")):
+        values = [pref.get(when, {}).get("per_language", {}).get(lg, {}).get("accuracy", np.nan) for lg in langs]
+        ax.bar(x + offset, values, width=0.4, color=color, label=f"{when} DPO")
+    ax.set_xticks(x, [lg if lg in seen else f"{lg}*" for lg in langs])
     ax.set_ylim(0, 1)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_title("final held-out accuracy (seen / unseen; margin)", fontsize=10)
+    ax.set_xlabel("language (* unseen: no training pairs)")
+    ax.set_ylabel("prefers the chosen answer")
+    ax.set_title("held-out accuracy before / after DPO", fontsize=10)
+    ax.legend(fontsize=8)
     ax = axes[1]
     during = metrics.get("eval", {}).get("during", [])
+    plotted = False
     for group, color in (("seen", "tab:blue"), ("unseen", "tab:orange")):
         pts = [(e["step"], e["groups"][group]["accuracy"]) for e in during if group in e["groups"]]
         if group in final.get("groups", {}):
             pts.append((metrics.get("training", {}).get("global_step", 0), final["groups"][group]["accuracy"]))
         if pts:
             ax.plot(*zip(*pts), marker="o", color=color, label=group)
+            plotted = True
     ax.set_ylim(0, 1)
-    ax.set_xlabel("step")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward accuracy")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_title("held-out reward accuracy during training", fontsize=10)
-    ax.legend()
+    ax.set_title("held-out DPO reward accuracy during training", fontsize=10)
+    if plotted:
+        ax.legend(fontsize=8)
     ax = axes[2]
     history = [h for h in metrics.get("training", {}).get("loss_history", []) if math.isfinite(h["loss"])]
     if history:
         ax.plot([h["step"] for h in history], [h["loss"] for h in history], color="tab:green")
     ax.axhline(math.log(2), color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("step")
-    ax.set_title("training LP-DPO loss (ln 2 dashed)", fontsize=10)
-    fig.tight_layout()
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("LP-DPO loss")
+    ax.set_title("training loss (ln 2 dashed)", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)

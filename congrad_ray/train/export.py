@@ -79,11 +79,13 @@ def evaluate_model(
     groups: dict[str, list[str]],
     pairs_out: Location | None = None,
 ) -> dict[str, Any]:
-    """Per-language / per-group held-out statistics of the saved model in ``model_dir`` against the reference;
-    with ``pairs_out``, also every pair's implicit rewards there (``id, lang, chosen_reward, rejected_reward,
-    margin``: what paired statistics between runs need)."""
+    """Per-language / per-group held-out statistics of the saved model in ``model_dir`` against the reference, and
+    the policy's own preference accuracy before (the initial policy) and after DPO (``preference``); with
+    ``pairs_out``, also every pair's implicit rewards there (``id, lang, chosen_reward, rejected_reward, margin``:
+    what paired statistics between runs need)."""
     import torch
 
+    from ..core import preference_accuracy
     from ..models import load_model, load_tokenizer
     from .evaluate import HeldoutSet, heldout_logps, reward_metrics
 
@@ -95,6 +97,10 @@ def evaluate_model(
     reference = _reference(cfg, reference_mode).to(device)
     ref_logps, lengths = heldout_logps(reference, *args)
     del reference
+    # The reference is the initial policy except with a separate reference model: then the initial one is read too.
+    initial_logps = (
+        ref_logps if reference_mode != "model" else heldout_logps(_reference(cfg, "same").to(device), *args)[0]
+    )
     policy = load_model(model_dir, m.dtype, None, m.trust_remote_code, m.attn_implementation).to(device)
     policy_logps, _ = heldout_logps(policy, *args)
     params = DPOParams(d.beta, d.alpha)
@@ -114,7 +120,12 @@ def evaluate_model(
                 }
             )
         )
-    return reward_metrics(policy_logps, ref_logps, lengths, held.langs, params, groups)
+    out = reward_metrics(policy_logps, ref_logps, lengths, held.langs, params, groups)
+    out["preference"] = {
+        "before": preference_accuracy(initial_logps, lengths, held.langs, groups),
+        "after": preference_accuracy(policy_logps, lengths, held.langs, groups),
+    }
+    return out
 
 
 def finalize(

@@ -37,6 +37,7 @@ class WorkerSpec:
     max_steps: int
     groups: dict[str, list[str]] = field(default_factory=dict)
     run_key: str = "run"  # names the workers' local scratch directories
+    run_uri: str = ""  # the run directory, absolute (workers run in Ray Train's trial directory)
 
 
 def dpo_args(cfg: TrainConfig, spec: WorkerSpec, output_dir: str) -> Any:
@@ -61,7 +62,9 @@ def dpo_args(cfg: TrainConfig, spec: WorkerSpec, output_dir: str) -> Any:
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
         bf16=o.bf16 and cfg.scaling.use_gpu,
         fp16=False,
-        gradient_checkpointing=o.gradient_checkpointing,
+        # transformers 5 renamed it; TRL's DPOConfig still defaults the old name to True, which warns unless the new
+        # one is set
+        activation_checkpointing=o.gradient_checkpointing,
         use_cpu=not cfg.scaling.use_gpu,
         ddp_find_unused_parameters=False,
         logging_strategy="steps",
@@ -78,10 +81,11 @@ def dpo_args(cfg: TrainConfig, spec: WorkerSpec, output_dir: str) -> Any:
 
 
 def _callbacks(trainer: Any, spec: WorkerSpec, heldout_table: Any) -> list[Any]:
-    """Rank-0 callbacks: a resume marker in the log history, and the periodic held-out evaluation."""
+    """Rank-0 callbacks: a resume marker in the log history, the progress record, the periodic held-out evaluation."""
     from transformers import TrainerCallback
 
     from .evaluate import HeldoutSet, flat, heldout_logps, reward_metrics
+    from .progress import progress_callback
 
     cfg = spec.cfg
 
@@ -99,7 +103,7 @@ def _callbacks(trainer: Any, spec: WorkerSpec, heldout_table: Any) -> list[Any]:
             seconds, steps = time.perf_counter() - self.start[0], state.global_step - self.start[1]
             state.log_history.append({"step": state.global_step, "train_steps_per_s": steps / max(seconds, 1e-9)})
 
-    out: list[Any] = [RunLog()]
+    out: list[Any] = [RunLog(), progress_callback(spec.run_uri or cfg.run.output)]
     if heldout_table is None or not cfg.eval.every_steps:
         return out
     tokenizer = trainer.processing_class
@@ -182,7 +186,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     spec: WorkerSpec = config["spec"]
     cfg = spec.cfg
     datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")  # v6 renames, per step
+    # TRL 1.16's DPO loss reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecates, on every step;
+    # nothing in our config triggers it (our own rename is in dpo_args)
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     rank = ray.train.get_context().get_world_rank()
     shard = pad_shard(collect(ray.train.get_dataset_shard("train")), spec.shard_rows)
     train_dataset = datasets.Dataset(shard.select(list(TEXT_COLUMNS)))

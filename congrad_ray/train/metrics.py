@@ -1,4 +1,4 @@
-"""``metrics.json`` and ``eval.png`` of a training run, and the one-screen summary the CLI prints."""
+"""``metrics.json`` and ``eval.png`` of a training run (the console prints them: :mod:`congrad_ray.console`)."""
 
 from __future__ import annotations
 
@@ -95,28 +95,3 @@ def write_outputs(metrics: dict[str, Any], out: Location, plot: bool) -> None:
         buf = io.BytesIO()
         write_plot(metrics, buf)
         out.join("eval.png").write_bytes(buf.getvalue())
-
-
-def print_summary(metrics: dict[str, Any]) -> None:
-    t, d = metrics["training"], metrics["data"]["train"]
-    loss = "" if t["loss_first"] is None else f"; loss {t['loss_first']:.4f} -> {t['loss_last']:.4f}"
-    print(
-        f"trained {t['global_step']} steps on {d['valid']} pairs ({d['rows'] - d['valid']} skipped) "
-        f"with {t['num_workers']} workers{loss}"
-    )
-    if t["resumed_from"]:
-        print(f"resumed from step(s) {t['resumed_from']}")
-    final = metrics["eval"]["final"]
-    if final:
-        print(f"{'held-out':<10} {'n':>5} {'accuracy':>9} {'margin':>9}")
-        seen = set(metrics["languages"]["seen"])
-        for lang, s in final["per_language"].items():
-            tag = "" if lang in seen else " (unseen)"
-            print(f"{lang:<10} {s['n']:>5} {s['accuracy']:>9.3f} {s['margin']:>+9.3f}{tag}")
-        for name, s in final["groups"].items():
-            print(f"[{name}]{'':<{8 - len(name)}} {s['n']:>5} {s['accuracy']:>9.3f} {s['margin']:>+9.3f}")
-    print(
-        f"model: {metrics['model']['path']}"
-        + (f"  adapter: {metrics['model']['adapter']}" if metrics["model"]["adapter"] else "")
-    )
-    print(f"metrics: {metrics['run']['output']}/metrics.json")

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from ..errors import InputError
+from ..progress import NO_PROGRESS, Progress
 from ..storage import Location, claim_run_dir
 from .config import TrainConfig
 
@@ -157,8 +158,27 @@ def _checkpoint_location(checkpoint: Any) -> Location:
     return Location(checkpoint.filesystem, checkpoint.path)
 
 
-def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
-    """Train (or resume) on ``data.train``, export the model, evaluate on ``data.eval``; returns the metrics."""
+def train_plan(cfg: TrainConfig, out: Location) -> dict[str, Any]:
+    """What a training run is about to do, as plain data for :meth:`~congrad_ray.progress.Progress.plan`."""
+    o, s, d = cfg.optim, cfg.scaling, cfg.dpo
+    length = f"{o.max_steps:,} steps" if o.max_steps else f"{o.epochs:g} epoch(s)"
+    cap = cfg.eval.max_pairs_per_language
+    return {
+        "step": "training",
+        "data": cfg.data.train,
+        "model": cfg.model.name_or_path
+        + (" + LoRA" if cfg.model.lora else "")
+        + f" · LP-DPO (beta {d.beta:g}, alpha {d.alpha:g}), reference: {cfg.reference_mode()}",
+        "workers": f"{s.num_workers} Ray Train workers ({'GPU' if s.use_gpu else 'CPU'}) · lr {o.learning_rate:g}, "
+        f"{o.batch_size} pairs per worker per step, {length}",
+        "held-out": cfg.data.eval and [*cfg.data.eval, f"up to {cap} pairs per language" if cap else "all pairs"],
+        "output": out.uri,
+    }
+
+
+def run_training(cfg: TrainConfig, fresh: bool = False, progress: Progress = NO_PROGRESS) -> dict[str, Any]:
+    """Train (or resume) on ``data.train``, export the model, evaluate on ``data.eval``; returns the metrics.
+    ``progress`` is told the plan and each stage."""
     from ray.train import Checkpoint
 
     from ..models import check_loadable
@@ -166,6 +186,7 @@ def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
     from .export import finalize
     from .loop import WorkerSpec
     from .metrics import build_metrics, write_outputs
+    from .progress import StepsDone
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -173,30 +194,39 @@ def run_training(cfg: TrainConfig, fresh: bool = False) -> dict[str, Any]:
     out = _plan(cfg, fresh)
     done = out.join("metrics.json")
     if done.exists() and done.read_json()["run"]["config_hash"] == cfg.config_hash():
+        progress.skipped("training", f"done by an earlier run ({done.uri})")
         return done.read_json()  # a finished run of this very config: nothing to redo
     check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)  # before Ray starts
+    progress.plan(train_plan(cfg, out))
     ensure_ray(cfg.scaling.num_cpus)
     timings["ray_init"] = time.perf_counter() - t0
-    train, heldout, heldout_table = _prepare(cfg, out)
+    with progress.stage("prepare") as stage:
+        train, heldout, heldout_table = _prepare(cfg, out)
+        held = f", {heldout_table.num_rows:,} held-out" if heldout_table is not None else ""
+        stage.detail = f"{train.rows:,} train pairs{held}"
     timings["prepare"] = time.perf_counter() - t0 - timings["ray_init"]
     groups = language_split(cfg, train.languages, heldout)
     rows = train.shard_rows(cfg.scaling.num_workers)
     run_key = hashlib.sha256(f"{out.uri}|{fingerprint(cfg)}".encode()).hexdigest()[:16]
-    spec = WorkerSpec(cfg, cfg.reference_mode(), rows, max_steps(cfg, rows), groups, run_key)
+    spec = WorkerSpec(cfg, cfg.reference_mode(), rows, max_steps(cfg, rows), groups, run_key, out.uri)
     state = out.join("_state", "train.json")
     if state.exists() and state.read_json()["fingerprint"] == fingerprint(cfg):
         loc = Location.of(state.read_json()["checkpoint"])
         checkpoint = Checkpoint(loc.path, filesystem=loc.fs)
         fit_s = None
+        progress.skipped("DPO (Ray Train)", "trained by an earlier run")
     else:
-        checkpoint, fit_s = _fit(cfg, out, spec, train, heldout)
+        with progress.stage("DPO (Ray Train)", StepsDone(out.uri, spec.max_steps)):
+            checkpoint, fit_s = _fit(cfg, out, spec, train, heldout)
         state.write_json({"fingerprint": fingerprint(cfg), "checkpoint": _checkpoint_location(checkpoint).uri})
     timings["fit"] = fit_s
     t1 = time.perf_counter()
     import ray
 
     task = ray.remote(finalize).options(num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if cfg.scaling.use_gpu else 0)
-    final = ray.get(task.remote(cfg, spec.reference_mode, checkpoint, heldout_table, groups))
+    with progress.stage("export + evaluate") as stage:
+        final = ray.get(task.remote(cfg, spec.reference_mode, checkpoint, heldout_table, groups))
+        stage.detail = f"{heldout_table.num_rows:,} held-out pairs" if heldout_table is not None else "no held-out set"
     timings["export_eval"] = time.perf_counter() - t1
     trainer_state = _checkpoint_location(checkpoint).join("checkpoint", "trainer_state.json").read_json()
     timings["total"] = time.perf_counter() - t0
