@@ -71,3 +71,29 @@ def test_filter_benchmarks_quick_print_json_lines():
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [r["bench"] for r in records] == ["filter_rows_per_s_vs_in_process", "actor_peak_rss_4000_vs_1000"]
     assert all(set(r) == KEYS and r["value"] > 0 for r in records)
+
+
+@pytest.mark.integration  # about 20 s of CPU
+@pytest.mark.timeout(300)
+def test_peers_benchmark_quick_runs_with_or_without_bergson():
+    """Where bergson is not installed (CI) its contestants are skipped with a line naming the recipe; congrad-ray's
+    own figures (vs the activation-only floor, vs the dense-JL reference, the bs=1 loop) are measured either way."""
+    import importlib.util
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "peers", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = {r["bench"]: r for r in map(json.loads, filter(str.strip, proc.stdout.splitlines()))}
+    assert all(set(r) == KEYS and r["group"] == "peers" for r in records.values())
+    table = records["peers_table_h128"]["details"]["table"]
+    assert {"train_step", "floor", "congrad_auto", "congrad_fft", "congrad_explicit", "dense_jl"} <= set(table)
+    assert all(0 < table[n]["cosine_rmse"]["shared_prefix"] < 0.2 for n in ("congrad_auto", "dense_jl"))
+    assert records["sketch_pass_vs_floor_h128"]["value"] > 0 and "sketch_rmse_vs_dense_jl_h128" in records
+    has_bergson = importlib.util.find_spec("bergson") is not None
+    assert ("sketch_pass_vs_bergson_h128" in records) == has_bergson == ("bergson_p16" in table)
+    assert has_bergson or "bergson is not installed" in proc.stderr

@@ -27,8 +27,13 @@ from .measures import (
     token_nll,
 )
 from .pairs import Candidate, PairDecision, PairRules, choose_pair, merge_duplicates, pair_id
-from .per_sample import SketchedPairs, reference_logps, sketch_pair_gradients
-from .per_sample_loop import per_sample_gradients_loop, sketch_pair_gradients_loop
+from .per_sample import SketchedPairs, reference_logps, sketch_pair_gradients, sketch_sequence_gradients
+from .per_sample_loop import (
+    per_sample_gradients_loop,
+    sequence_gradients_loop,
+    sketch_pair_gradients_loop,
+    sketch_sequence_gradients_loop,
+)
 from .scope import Scope, scoped_linears, transformer_blocks
 from .selection import Decision, SelectionRule, agreement_budgets, hybrid_scores, score, select
 from .surgery import Direction, LanguageAgreement, cosine_matrix, language_agreement, mean_direction, pcgrad
@@ -92,6 +97,9 @@ __all__ = [
     "sequence_logps",
     "sketch_pair_gradients",
     "sketch_pair_gradients_loop",
+    "sketch_sequence_gradients",
+    "sketch_sequence_gradients_loop",
+    "sequence_gradients_loop",
     "stream_seed",
     "summarize_scores",
     "token_logps",

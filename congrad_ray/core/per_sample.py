@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .count_sketch import CountSketch
 from .dpo import DPOParams, PreferenceBatch, lp_dpo_terms, sequence_logps
-from .measures import logprob_margin
+from .measures import logprob_margin, token_nll
 
 
 @dataclass
@@ -46,19 +46,22 @@ class SketchedPairs:
 
 
 class _OuterProductSketcher:
-    """Hooks on scoped linears that accumulate ``S`` of each pair's weight (and bias) gradient into ``pairs [B, k]``.
+    """Hooks on scoped linears that accumulate ``S`` of each sample's weight (and bias) gradient into ``pairs``.
 
-    The chosen and rejected rows of a pair are joined along the token axis before sketching (``G_i`` is the sum of
-    their two outer-product sums, and ``S`` is linear), so each layer is sketched once per pair, not once per row.
+    With ``pair_rows`` (DPO) a sample is a pair: its chosen and rejected rows are joined along the token axis before
+    sketching (``G_i`` is the sum of their two outer-product sums, and ``S`` is linear), so each layer is sketched
+    once per pair, not once per row; ``pairs`` is ``[B, k]``. Without it every row is a sample, ``[N, k]``.
     """
 
-    def __init__(self, linears: dict[str, nn.Linear], sketch: CountSketch, token_mask: Tensor):
+    def __init__(self, linears: dict[str, nn.Linear], sketch: CountSketch, token_mask: Tensor, pair_rows: bool = True):
         self.linears = linears
         self.sketch = sketch
         self.token_mask = token_mask.bool()
+        self.pair_rows = pair_rows
         # Without padding there is nothing to zero (the common case of packed or equal-length batches).
         self.padded = not bool(self.token_mask.all())
-        self.pairs = torch.zeros(token_mask.shape[0] // 2, sketch.k, device=token_mask.device)
+        samples = token_mask.shape[0] // 2 if pair_rows else token_mask.shape[0]
+        self.pairs = torch.zeros(samples, sketch.k, device=token_mask.device)
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -79,8 +82,8 @@ class _OuterProductSketcher:
 
     def _accumulate(self, name: str, module: nn.Linear, x: Tensor, delta: Tensor) -> None:
         rows = self.token_mask.shape[0]
-        x = self._pair_tokens(self._masked(x.reshape(rows, -1, x.shape[-1]).float()))
-        delta = self._pair_tokens(self._masked(delta.reshape(rows, -1, delta.shape[-1]).float()))
+        x = self._samples(self._masked(x.reshape(rows, -1, x.shape[-1]).float()))
+        delta = self._samples(self._masked(delta.reshape(rows, -1, delta.shape[-1]).float()))
         self.pairs += self.sketch.sketch_outer(f"{name}.weight", delta, x)
         if module.bias is not None:
             self.pairs += self.sketch.sketch_bias(f"{name}.bias", delta.sum(dim=1))
@@ -91,9 +94,11 @@ class _OuterProductSketcher:
             return t
         return torch.where(self.token_mask[..., None], t, torch.zeros((), dtype=t.dtype, device=t.device))
 
-    @staticmethod
-    def _pair_tokens(t: Tensor) -> Tensor:
-        """``[2B, T, d] -> [B, 2T, d]``: pair ``i``'s chosen tokens, then its rejected tokens."""
+    def _samples(self, t: Tensor) -> Tensor:
+        """``[2B, T, d] -> [B, 2T, d]`` (pair ``i``'s chosen tokens, then its rejected tokens) with ``pair_rows``;
+        rows as they are without."""
+        if not self.pair_rows:
+            return t
         chosen, rejected = t.chunk(2)
         return torch.cat([chosen, rejected], dim=1)
 
@@ -150,6 +155,24 @@ def sketch_pair_gradients(
         n_tokens=lengths[:b] + lengths[b:],
         policy_margin=logprob_margin(policy.detach(), lengths),
     )
+
+
+def sketch_sequence_gradients(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, linears: dict[str, nn.Linear], sketch: CountSketch
+) -> tuple[Tensor, Tensor]:
+    """``(S(g_n) [N, k], nll [N])`` for ``g_n = grad nll_n``, each row's summed next-token NLL
+    (:func:`~congrad_ray.core.measures.token_nll`), from one forward and one activation-only backward.
+
+    The same hooks as :func:`sketch_pair_gradients` with a row as the sample: the LM-loss form of the per-sample
+    sketch (what data-attribution tools such as bergson compute), used to compare with them on equal terms.
+    ``input_ids``/``attention_mask`` are ``[N, T]``; left or right padding give the same result.
+    """
+    sketcher = _OuterProductSketcher(linears, sketch, attention_mask, pair_rows=False)
+    leaves: list[Tensor] = []
+    with torch.enable_grad(), sketcher.installed(), _embeddings_require_grad(model, leaves):
+        nll, _ = token_nll(model, input_ids, attention_mask)
+        torch.autograd.grad(nll.sum(), leaves, allow_unused=True)
+    return sketcher.pairs, nll.detach()
 
 
 @torch.no_grad()

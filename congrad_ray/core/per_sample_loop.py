@@ -1,17 +1,21 @@
-"""The slow, obviously correct twin of :mod:`per_sample`: one backward per pair, then an explicit count sketch.
+"""The slow, obviously correct twins of :mod:`per_sample`: one backward per sample, then an explicit count sketch.
 
-For each pair ``i``: take its two rows with their padding stripped, compute ``loss_i``, ``g_i = grad loss_i``
-for every scoped weight and bias, flatten nothing but view each as its ``(R, C)`` matrix, and apply the
-definition of ``S`` (:meth:`CountSketch.sketch_matrix`) with the same names and seed. Tests and benchmarks only.
+For each pair ``i`` (or row ``n``): take its rows with their padding stripped, compute ``loss_i`` (``nll_n``),
+``g_i = grad loss_i`` for every scoped weight and bias, flatten nothing but view each as its ``(R, C)`` matrix, and
+apply the definition of ``S`` (:meth:`CountSketch.sketch_matrix`) with the same names and seed. Tests and
+benchmarks only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .count_sketch import CountSketch
 from .dpo import DPOParams, PreferenceBatch, lp_dpo_terms, sequence_logps
+from .measures import token_nll
 
 
 def scoped_parameters(linears: dict[str, nn.Linear]) -> dict[str, nn.Parameter]:
@@ -34,28 +38,54 @@ def _single_pair(batch: PreferenceBatch, i: int) -> PreferenceBatch:
     )
 
 
-def per_sample_gradients_loop(
-    model: nn.Module, batch: PreferenceBatch, ref_logps: Tensor, linears: dict[str, nn.Linear], params: DPOParams
-) -> dict[str, Tensor]:
-    """Exact per-pair gradients ``g_i`` of every scoped parameter: ``{name: [B, *shape]}``."""
+def _gradients_loop(linears: dict[str, nn.Linear], losses: Iterator[Callable[[], Tensor]]) -> dict[str, Tensor]:
+    """``{name: [n, *shape]}``: the exact gradient of each scalar loss ``losses`` yields, one backward each."""
     named = scoped_parameters(linears)
     grads: dict[str, list[Tensor]] = {name: [] for name in named}
     saved = {name: p.requires_grad for name, p in named.items()}
     try:
         for p in named.values():
             p.requires_grad_(True)
-        for i in range(batch.num_pairs):
-            pair = _single_pair(batch, i)
-            ref = ref_logps[[i, batch.num_pairs + i]]
+        for loss in losses:
             with torch.enable_grad():
-                terms = lp_dpo_terms(sequence_logps(model, pair), ref, pair.completion_lengths, params)
-                g = torch.autograd.grad(terms.loss.sum(), list(named.values()))
+                g = torch.autograd.grad(loss(), list(named.values()))
             for name, gi in zip(named, g):
                 grads[name].append(gi.detach().float())
     finally:
         for name, p in named.items():
             p.requires_grad_(saved[name])
     return {name: torch.stack(gs) for name, gs in grads.items()}
+
+
+def per_sample_gradients_loop(
+    model: nn.Module, batch: PreferenceBatch, ref_logps: Tensor, linears: dict[str, nn.Linear], params: DPOParams
+) -> dict[str, Tensor]:
+    """Exact per-pair gradients ``g_i`` of every scoped parameter: ``{name: [B, *shape]}``."""
+
+    def pair_loss(i: int) -> Callable[[], Tensor]:
+        pair = _single_pair(batch, i)
+        ref = ref_logps[[i, batch.num_pairs + i]]
+        return lambda: lp_dpo_terms(sequence_logps(model, pair), ref, pair.completion_lengths, params).loss.sum()
+
+    return _gradients_loop(linears, (pair_loss(i) for i in range(batch.num_pairs)))
+
+
+def sequence_gradients_loop(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, linears: dict[str, nn.Linear]
+) -> dict[str, Tensor]:
+    """Exact per-row gradients ``g_n`` of the summed next-token NLL of every scoped parameter: ``{name: [N, ...]}``."""
+
+    def row_loss(n: int) -> Callable[[], Tensor]:
+        real = attention_mask[n].bool()
+        ids, mask = input_ids[n, real][None], attention_mask[n, real][None]
+        return lambda: token_nll(model, ids, mask)[0].sum()
+
+    return _gradients_loop(linears, (row_loss(n) for n in range(input_ids.shape[0])))
+
+
+def sketch_gradients(grads: dict[str, Tensor], sketch: CountSketch) -> Tensor:
+    """``sum over parameters of S(g)``, ``[n, k]``: the definition of ``S`` on materialised per-sample gradients."""
+    return sum(sketch.sketch_param(name, g) for name, g in grads.items())
 
 
 def sketch_pair_gradients_loop(
@@ -67,8 +97,11 @@ def sketch_pair_gradients_loop(
     params: DPOParams,
 ) -> Tensor:
     """``S(g_i)`` per pair, ``[B, k]``, the slow way: the definition of ``S`` applied to materialised ``g_i``."""
-    grads = per_sample_gradients_loop(model, batch, ref_logps, linears, params)
-    total = torch.zeros(batch.num_pairs, sketch.k)
-    for name, g in grads.items():
-        total += sketch.sketch_param(name, g)
-    return total
+    return sketch_gradients(per_sample_gradients_loop(model, batch, ref_logps, linears, params), sketch)
+
+
+def sketch_sequence_gradients_loop(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, linears: dict[str, nn.Linear], sketch: CountSketch
+) -> Tensor:
+    """``S(g_n)`` per row, ``[N, k]``: the twin of :func:`~congrad_ray.core.per_sample.sketch_sequence_gradients`."""
+    return sketch_gradients(sequence_gradients_loop(model, input_ids, attention_mask, linears), sketch)
