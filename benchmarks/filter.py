@@ -202,5 +202,5 @@ def peak_rss(rows_small: int, rows_large: int) -> Iterator[dict[str, Any]]:
 
 
 def run(quick: bool) -> Iterator[dict[str, Any]]:
-    yield from throughput((800,) if quick else (8000, 32000))
-    yield from peak_rss(*((1000, 4000) if quick else (10_000, 100_000)))
+    yield from throughput((400,) if quick else (8000, 32000))
+    yield from peak_rss(*((500, 2000) if quick else (10_000, 100_000)))

@@ -71,3 +71,33 @@ def mixed_pairs(tokenizer):
     from congrad_ray.tokenization import tokenize_pair
 
     return [tokenize_pair(tokenizer, p, c, r) for p, c, r in MIXED_PAIRS]
+
+
+@pytest.fixture(scope="session")
+def small_reference(tmp_path_factory):
+    """``(corpus, run)``: the small corpus and its filter on an embedded single-node Ray, the result every cluster
+    run (multi-node, node loss, S3, autoscaled) must equal bitwise; one run for the session.
+
+    This machine's current cluster is recorded as a stale address, where a bare ``ray.init()`` would try to join
+    (and fail): the driver must start an embedded Ray of its own all the same."""
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from tests.filter_helpers import small_config, small_corpus
+    from tests.ray_cluster import ROOT, base_env, free_port, run_driver
+
+    corpus = small_corpus(tmp_path_factory.mktemp("corpus"))
+    run = tmp_path_factory.mktemp("single") / "run"
+    cfg = run.parent / "run.yaml"
+    cfg.write_text(small_config(str(corpus), run).to_yaml())
+    stray = Path(tempfile.mkdtemp(prefix="s", dir=os.environ.get("RAY_TMPDIR") or None))  # short: Ray's sockets
+    (stray / "ray").mkdir(parents=True)
+    (stray / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    cmd = [sys.executable, str(ROOT / "jobs" / "filter.py"), "--config", str(cfg)]
+    done = run_driver(cmd, {**base_env(), "RAY_TMPDIR": str(stray)}, run.parent / "log.txt")
+    assert done.returncode == 0, done.output[-3000:]
+    embedded = json.loads((run / "manifest.json").read_text())["cluster"]
+    assert embedded["embedded"] and embedded["nodes"] == 1, embedded
+    return corpus, run

@@ -69,7 +69,7 @@ def test_filter_benchmarks_quick_print_json_lines():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert [r["bench"] for r in records] == ["filter_rows_per_s_vs_in_process", "actor_peak_rss_4000_vs_1000"]
+    assert [r["bench"] for r in records] == ["filter_rows_per_s_vs_in_process", "actor_peak_rss_2000_vs_500"]
     assert all(set(r) == KEYS and r["value"] > 0 for r in records)
 
 

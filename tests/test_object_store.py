@@ -41,10 +41,27 @@ def _in_flight(aws: dict[str, str], bucket: str, prefix: str) -> int:
     return len(s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", []))
 
 
+def _settled_names(root) -> list[str]:
+    """The file names under ``root`` once the server has finished the requests the dead writer had in flight (a
+    multipart upload it completed just before the kill lands a moment later): two equal listings 0.5 s apart."""
+    import pyarrow.fs as pafs
+
+    def names() -> list[str]:
+        infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
+        return sorted(i.path.rsplit("/", 1)[1] for i in infos if i.type == pafs.FileType.File)
+
+    before, deadline = names(), time.time() + 30
+    while True:
+        time.sleep(0.5)
+        now = names()
+        if now == before or time.time() > deadline:
+            return now
+        before = now
+
+
 def _kill_mid_write(aws: dict[str, str], prefix: str, delay_s: float) -> int:
     """Start a writer, SIGKILL it ``delay_s`` after its first file is done, check what it left; returns how many
     writes the kill interrupted (open multipart uploads, and temporaries whose copy was not yet deleted)."""
-    import pyarrow.fs as pafs
 
     from congrad_ray.storage import Location
 
@@ -58,8 +75,7 @@ def _kill_mid_write(aws: dict[str, str], prefix: str, delay_s: float) -> int:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
-    names = [i.path.rsplit("/", 1)[1] for i in infos if i.type == pafs.FileType.File]
+    names = _settled_names(root)
     finals = [n for n in names if n.startswith("part-")]
     temporaries = [n for n in names if n.startswith("_tmp-")]
     assert [f.path.rsplit("/", 1)[1] for f in root.list(".bin")] == sorted(finals)  # listings skip temporaries

@@ -17,6 +17,7 @@ from ..config import FilterConfig
 from ..core import SelectionRule, hybrid_scores, score, select
 from ..errors import ConfigError
 from ..storage import Location
+from .write_stage import UNSEEN
 
 SCORE_SCHEMA = pa.schema(
     [
@@ -32,7 +33,6 @@ SCORE_SCHEMA = pa.schema(
     ]
 )
 SCORE_COLUMNS = SCORE_SCHEMA.names
-UNSEEN = "dropped_unseen_language"
 
 
 def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: dict | None = None) -> pa.Table:

@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..storage import Location
-from .select_stage import UNSEEN
 from .units import Unit, read_unit, unit_from_item
+
+UNSEEN = "dropped_unseen_language"  # the reason of a pair whose language takes no part in the selection
 
 
 @dataclass(frozen=True)
