@@ -89,3 +89,17 @@ def figure(
 def ms(seconds: float) -> float:
     """Seconds to milliseconds, 4 significant digits (for the details of a figure)."""
     return float(f"{seconds * 1e3:.4g}")
+
+
+def llama_spec(hidden: int, intermediate: int, layers: int, heads: int, seed: int = 1) -> Any:
+    """A tiny Llama of the given widths (full multi-head attention), for the benchmarks' models."""
+    from congrad_ray.models import TinyModelSpec
+
+    return TinyModelSpec(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        seed=seed,
+    )

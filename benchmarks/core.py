@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._common import figure, ms, race, setup_torch
+from ._common import figure, llama_spec, ms, race, setup_torch
 
 GROUP = "core"
 
@@ -243,14 +243,7 @@ def sketch_pass_figures(sizes: Sizes, env: dict[str, Any]) -> Iterator[dict[str,
     from congrad_ray.models import TinyModelSpec, build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
-    spec = TinyModelSpec(
-        hidden_size=sizes.hidden,
-        intermediate_size=sizes.intermediate,
-        num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads,
-        num_key_value_heads=sizes.heads,
-        seed=1,
-    )
+    spec = llama_spec(sizes.hidden, sizes.intermediate, sizes.layers, sizes.heads, seed=1)
     policy = build_tiny_model(tokenizer, spec)
     reference = build_tiny_model(tokenizer, TinyModelSpec(**{**asdict(spec), "seed": 2}))
     batch = synthetic_batch(tokenizer, sizes.pairs, sizes.seq_len, seed=0)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._common import figure, ms, setup_torch
+from ._common import figure, llama_spec, ms, setup_torch
 
 GROUP = "peers"
 BERGSON_RECIPE = (
@@ -79,17 +79,10 @@ def run(quick: bool) -> Iterator[dict[str, Any]]:
 
 def build(setting: Setting) -> tuple[Any, Any, dict[str, Any]]:
     from congrad_ray.core import scoped_linears
-    from congrad_ray.models import TinyModelSpec, build_tiny_model, build_tiny_tokenizer
+    from congrad_ray.models import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
-    spec = TinyModelSpec(
-        hidden_size=setting.hidden,
-        intermediate_size=setting.intermediate,
-        num_hidden_layers=setting.layers,
-        num_attention_heads=setting.heads,
-        num_key_value_heads=setting.heads,
-        seed=1,
-    )
+    spec = llama_spec(setting.hidden, setting.intermediate, setting.layers, setting.heads, seed=1)
     model = build_tiny_model(tokenizer, spec).eval()
     linears = scoped_linears(model, "linear")
     info = {

@@ -24,16 +24,21 @@ CORE_FIGURES = {
 }
 
 
-@pytest.mark.integration  # about 20 s of CPU: it runs every core figure, so it sits with the heavy tier
-@pytest.mark.timeout(300)
-def test_core_benchmarks_quick_print_json_lines():
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "core", "--quick"],
+def _run_quick(group: str, timeout: float = 280) -> subprocess.CompletedProcess:
+    """``python -m benchmarks --only GROUP --quick``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", group, "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=timeout,
     )
+
+
+@pytest.mark.integration  # about 20 s of CPU: it runs every core figure, so it sits with the heavy tier
+@pytest.mark.timeout(300)
+def test_core_benchmarks_quick_print_json_lines():
+    proc = _run_quick("core")
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines, proc.stderr[-4000:]
@@ -60,13 +65,7 @@ def test_unknown_group_is_an_error():
 @pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_filter_benchmarks_quick_print_json_lines():
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "filter", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=880,
-    )
+    proc = _run_quick("filter", timeout=880)
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [r["bench"] for r in records] == ["filter_rows_per_s_vs_in_process", "actor_peak_rss_2000_vs_500"]
@@ -80,13 +79,7 @@ def test_peers_benchmark_quick_runs_with_or_without_bergson():
     own figures (vs the activation-only floor, vs the dense-JL reference, the bs=1 loop) are measured either way."""
     import importlib.util
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "peers", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    proc = _run_quick("peers")
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = {r["bench"]: r for r in map(json.loads, filter(str.strip, proc.stdout.splitlines()))}
     assert all(set(r) == KEYS and r["group"] == "peers" for r in records.values())
