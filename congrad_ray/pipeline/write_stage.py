@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..storage import Location
-from .units import Unit, read_unit, unit_from_item
+from .units import Unit, read_unit, row_key, unit_from_item
 
 UNSEEN = "dropped_unseen_language"  # the reason of a pair whose language takes no part in the selection
 
@@ -36,49 +37,75 @@ def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
+def unit_decisions(decisions: pa.Table, unit: Unit) -> pa.Table:
+    """The decisions of ``unit``'s rows: its key range ``[row_key(start), row_key(stop))`` (keys sort by file, then
+    row), found by comparisons on the whole column, not by a Python pass over it."""
+    keys = decisions.column("_row")
+    lo, hi = row_key(unit.file_index, unit.start), row_key(unit.file_index, unit.stop)
+    return decisions.filter(pc.and_(pc.greater_equal(keys, lo), pc.less(keys, hi)))
+
+
+def _aligned(table: pa.Table, keys: pa.ChunkedArray) -> tuple[pa.Table, pa.Array]:
+    """``table``'s rows in the order of ``keys`` (by ``_row``; a null row where a key has none) and the null mask."""
+    index = pc.index_in(keys, value_set=table.column("_row"))
+    return table.take(index), pc.is_null(index)
+
+
+def outcomes(status: pa.Table, decisions: pa.Table, keys: pa.ChunkedArray) -> pa.Table:
+    """``outcome, reason, score, id, lang`` for each row key, in ``keys``' order: ``invalid`` with the validation
+    reason (stage A), else ``invalid`` with a non-ok sketch status, else ``kept``/``dropped`` with the selection's
+    reason and score."""
+    st, no_status = _aligned(status, keys)
+    d, no_decision = _aligned(decisions, keys)
+    if pc.any(no_status).as_py():
+        raise RuntimeError(
+            f"row {keys.filter(no_status)[0]} has no validation status: the rows/ records are incomplete"
+        )
+    failed_validation = pc.is_valid(st.column("reason"))
+    missing = pc.and_(pc.invert(failed_validation), no_decision)
+    if pc.any(missing).as_py():
+        key = keys.filter(missing)[0]
+        raise RuntimeError(f"row {key} passed validation but has no sketch: the sketch store is incomplete")
+    not_ok = pc.fill_null(pc.not_equal(d.column("status"), "ok"), False)  # null: no decision (failed validation)
+    failed_sketch = pc.and_(pc.invert(failed_validation), not_ok)
+    invalid = pc.or_(failed_validation, failed_sketch)
+    selected = pc.if_else(pc.fill_null(d.column("keep"), False), "kept", "dropped")
+    reason = pc.if_else(
+        failed_validation, st.column("reason"), pc.if_else(failed_sketch, d.column("status"), d.column("reason"))
+    )
+    return pa.table(
+        {
+            "outcome": pc.if_else(invalid, "invalid", selected),
+            "reason": reason,
+            "score": pc.if_else(invalid, pa.scalar(None, pa.float64()), pc.cast(d.column("score"), pa.float64())),
+            "id": st.column("id"),
+            "lang": pc.fill_null(st.column("lang"), ""),
+        }
+    )
+
+
 def split_unit(unit: Unit, spec: WriteSpec, decisions: pa.Table) -> dict[str, Any]:
     run = Location.of(spec.run_uri)
     original = read_unit(unit)
-    status = {r["_row"]: r for r in run.join("rows", f"{unit.name}.parquet").read_table().to_pylist()}
-    decided = {r["_row"]: r for r in decisions.to_pylist()}
-    outcome, reason, ids, scores, langs = [], [], [], [], []
-    for key in original.column("_row").to_pylist():
-        st = status[key]
-        d = decided.get(key)
-        if st["reason"] is not None:
-            outcome.append("invalid"), reason.append(st["reason"]), scores.append(None)
-        elif d is None:
-            raise RuntimeError(f"row {key} passed validation but has no sketch: the sketch store is incomplete")
-        elif d["status"] != "ok":
-            outcome.append("invalid"), reason.append(d["status"]), scores.append(None)
-        else:
-            outcome.append("kept" if d["keep"] else "dropped"), reason.append(d["reason"]), scores.append(d["score"])
-        ids.append(st["id"])
-        langs.append(st["lang"])
-    outcome_arr = np.array(outcome)
+    status = run.join("rows", f"{unit.name}.parquet").read_table().select(["_row", "id", "lang", "reason"])
+    out = outcomes(status, decisions, original.column("_row"))
     table = original.drop_columns(["_row"])
     if spec.id_column not in table.column_names:
-        table = _with_column(table, "id", pa.array(ids, pa.string()))
-    table = _with_column(table, "score", pa.array(scores, pa.float64()))
-    table = _with_column(table, "reason", pa.array(reason, pa.string()))
-    counts: Counter = Counter()
+        table = _with_column(table, "id", out.column("id"))
+    table = _with_column(table, "score", out.column("score"))
+    table = _with_column(table, "reason", out.column("reason"))
     for name in ("kept", "dropped", "invalid"):
-        mask = outcome_arr == name
-        part = table.filter(pa.array(mask))
+        part = table.filter(pc.equal(out.column("outcome"), name))
         if name == "invalid":
             part = part.drop_columns([c for c in ("score", "congrad_score") if c in part.column_names])
         if part.num_rows:
             run.join(name, f"{unit.name}.parquet").write_table(part)
-    for o, r, lang in zip(outcome, reason, langs):
-        counts[(o, r, lang or "")] += 1
-    record = {
-        "unit": unit.name,
-        "rows": original.num_rows,
-        "counts": [[o, r, lang, n] for (o, r, lang), n in sorted(counts.items())],
-    }
+    groups = out.group_by(["outcome", "reason", "lang"]).aggregate([("outcome", "count")]).to_pylist()
+    counts = sorted([g["outcome"], g["reason"], g["lang"], g["outcome_count"]] for g in groups)
+    record = {"unit": unit.name, "rows": original.num_rows, "counts": counts}
     if spec.truth_column is not None:
-        flags = original.column(spec.truth_column).to_pylist()
-        record["truth"] = truth_counts(outcome, reason, langs, flags)
+        columns = [out.column(c).to_pylist() for c in ("outcome", "reason", "lang")]
+        record["truth"] = truth_counts(*columns, original.column(spec.truth_column).to_pylist())
     run.join("_state", "write", f"{unit.name}.json").write_json(record)
     return record
 
@@ -96,11 +123,8 @@ def write_units(batch: dict[str, np.ndarray], spec: WriteSpec, decisions_ref: An
     import ray
 
     decisions: pa.Table = ray.get(decisions_ref)
-    files = decisions.column("_row").to_pylist()
-    prefix = np.array([f[:6] for f in files])
     records = []
     for j in range(len(batch["index"])):
         unit = unit_from_item({k: v[j] for k, v in batch.items()})
-        mine = decisions.filter(pa.array(prefix == f"{unit.file_index:06d}"))
-        records.append(split_unit(unit, spec, mine))
+        records.append(split_unit(unit, spec, unit_decisions(decisions, unit)))
     return {"unit": np.array([r["unit"] for r in records]), "rows": np.array([r["rows"] for r in records])}
