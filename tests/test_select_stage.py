@@ -9,7 +9,7 @@ import pytest
 from congrad_ray.config import load_filter_config
 from congrad_ray.errors import ConfigError
 from congrad_ray.pipeline.report import diagnosis_markdown, language_diagnosis
-from congrad_ray.pipeline.select_stage import SCORE_SCHEMA, decide
+from congrad_ray.pipeline.select_stage import SCORE_SCHEMA, decide, sketch_matrix
 
 
 def scored_table(gradient, margin, langs):
@@ -86,3 +86,14 @@ def test_language_diagnosis_with_and_without_ground_truth():
     plain = language_diagnosis(d, agreement, None)
     assert "auroc" not in plain["de"] and "separation" not in diagnosis_markdown(plain)[3]
     assert np.isnan(language_diagnosis(d, agreement, {"p02": True, "p03": True})["sw"]["auroc"])
+
+
+def test_sketch_matrix_is_the_rows_stacked_for_chunked_sliced_and_filtered_columns():
+    """The contiguous view of a sketch column against its slow twin, one numpy row per list (np.stack)."""
+    v = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    chunks = [pa.FixedSizeListArray.from_arrays(pa.array(v[i : i + 7].ravel()), 8) for i in range(0, 30, 7)]
+    column = pa.chunked_array(chunks)
+    for view in (column, column.slice(3, 20), column.filter(pa.array(np.arange(30) % 4 != 1))):
+        twin = np.stack(view.to_numpy(zero_copy_only=False)).astype(np.float32)
+        got = sketch_matrix(view)
+        assert got.dtype == np.float32 and got.shape == twin.shape and np.array_equal(got, twin)

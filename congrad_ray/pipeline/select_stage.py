@@ -35,13 +35,19 @@ SCORE_SCHEMA = pa.schema(
 SCORE_COLUMNS = SCORE_SCHEMA.names
 
 
+def sketch_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """A sketch column (fixed-size lists of ``k`` float32) as one ``[n, k]`` float32 array: its values flattened by
+    Arrow and reshaped, with no Python object per row."""
+    return pc.list_flatten(column).to_numpy().reshape(len(column), -1).astype(np.float32, copy=False)
+
+
 def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: dict | None = None) -> pa.Table:
     """Scores against ``g*``, or, with ``per_language`` (lang -> ``G_l``), each row against its own language's."""
     ok = pc.equal(batch.column("status"), "ok").to_numpy(zero_copy_only=False)
     values = np.full(batch.num_rows, np.nan)
     if ok.any():
         rows = batch.filter(pa.array(ok))
-        sketches = np.stack(rows.column("sketch").to_numpy(zero_copy_only=False)).astype(np.float32)
+        sketches = sketch_matrix(rows.column("sketch"))
         direction = torch.tensor(g_star)
         if per_language is not None:
             langs = rows.column("lang").to_pylist()
