@@ -91,6 +91,7 @@ class LocalCluster:
     dashboard_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(32))
     nodes: list[Node] = field(default_factory=list)
+    workers_started: int = 0  # names stay unique: a replacement never reuses a killed node's temp dir
 
     @property
     def env(self) -> dict[str, str]:
@@ -144,7 +145,8 @@ class LocalCluster:
         return self
 
     def add_worker(self, num_cpus: float = 1, num_gpus: int = 0) -> Node:
-        node = self._start(f"w{len(self.nodes)}", num_cpus, num_gpus, f"--address={self.address}")
+        self.workers_started += 1
+        node = self._start(f"w{self.workers_started}", num_cpus, num_gpus, f"--address={self.address}")
         self.wait_for_nodes()
         return node
 

@@ -219,7 +219,11 @@ def _sketch(fr: FilterRun, prepared: Any, done: set[int]) -> list[dict[str, Any]
         GradientSketcher,
         batch_format="pyarrow",
         fn_constructor_args=(cfg.model_dump_json(), fr.run.uri),
-        compute=ray.data.ActorPoolStrategy(min_size=r.actors_min, max_size=r.actors_max),
+        # one bucket at a time per actor: a bucket is a whole task's worth of work, so queuing more on one actor
+        # buys nothing and lets the first actor up take every bucket while the rest of the pool idles
+        compute=ray.data.ActorPoolStrategy(
+            min_size=r.actors_min, max_size=r.actors_max, max_tasks_in_flight_per_actor=1
+        ),
         num_cpus=r.cpus_per_actor,
         num_gpus=r.gpus_per_actor or None,
         scheduling_strategy=r.scheduling_strategy,
