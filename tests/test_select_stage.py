@@ -96,4 +96,4 @@ def test_sketch_matrix_is_the_rows_stacked_for_chunked_sliced_and_filtered_colum
     for view in (column, column.slice(3, 20), column.filter(pa.array(np.arange(30) % 4 != 1))):
         twin = np.stack(view.to_numpy(zero_copy_only=False)).astype(np.float32)
         got = sketch_matrix(view)
-        assert got.dtype == np.float32 and got.shape == twin.shape and np.array_equal(got, twin)
+        assert got.dtype == np.float32 and got.flags.writeable and np.array_equal(got, twin)
