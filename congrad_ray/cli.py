@@ -29,7 +29,8 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from .config import Command, load_filter_config
+    from .config import load_filter_config
+    from .config_loading import Command
     from .pipeline.filter_run import reselect, select_problems
 
     run_dir = args.run_dir.rstrip("/") or "/"
@@ -115,7 +116,8 @@ def _show_training(ui: Session, metrics: dict, manifest: dict | None = None) -> 
 
 def _run(args: argparse.Namespace) -> int:
     """The main job: ConGrad-filter, then DPO on the kept pairs, then the per-language held-out evaluation."""
-    from .config import Command, load_filter_config
+    from .config import load_filter_config
+    from .config_loading import Command
     from .pipeline.filter_run import run_filter
     from .train.config import load_train_config
     from .train.run import check_storage as check_train_storage

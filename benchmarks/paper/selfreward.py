@@ -71,7 +71,7 @@ class SelfRewardSetting(BaseModel):
 
 
 def load(path: Path, overrides: list[str], quick: bool, seeds: int | None) -> SelfRewardSetting:
-    from congrad_ray.config import apply_overrides
+    from congrad_ray.config_loading import apply_overrides
     from congrad_ray.errors import ConfigError
 
     raw = yaml.safe_load(path.read_text()) or {}

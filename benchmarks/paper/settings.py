@@ -122,7 +122,7 @@ class SettingConfig(_Section):
 def load_setting(name_or_path: str, overrides: list[str] = (), quick: bool = False, seeds: int | None = None):
     """``small`` / ``real`` (or a YAML path) -> :class:`SettingConfig`; ``--quick`` applies its ``quick:`` block,
     then ``--set dotted.key=value`` overrides, then ``--seeds N`` (seeds 0..N-1)."""
-    from congrad_ray.config import apply_overrides
+    from congrad_ray.config_loading import apply_overrides
     from congrad_ray.errors import ConfigError
 
     path = Path(name_or_path)
@@ -141,7 +141,7 @@ def load_setting(name_or_path: str, overrides: list[str] = (), quick: bool = Fal
     try:
         cfg = SettingConfig.model_validate(raw)
     except Exception as e:  # pydantic.ValidationError
-        from congrad_ray.config import format_validation_error
+        from congrad_ray.config_loading import format_validation_error
 
         problems += (
             format_validation_error(e, "benchmarks/paper/configs/small.yaml") if hasattr(e, "errors") else [str(e)]

@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Command, LoadContext, Section, TopConfig, load_config, load_filter_config
+from ..config import load_filter_config
+from ..config_loading import Command, LoadContext, Section, TopConfig, load_config
 from ..errors import ConfigError
 from ..models import model_source_problems
 from ..storage import missing_local_path, output_problems

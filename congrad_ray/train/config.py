@@ -12,16 +12,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from ..config import (
-    Command,
-    DPOSection,
-    LanguagesSection,
-    LoadContext,
-    ModelSection,
-    Section,
-    TopConfig,
-    load_config,
-)
+from ..config import DPOSection, LanguagesSection, ModelSection
+from ..config_loading import Command, LoadContext, Section, TopConfig, load_config
 from ..models import model_source_problems
 from ..storage import has_glob, is_local_path, output_problems
 
