@@ -7,7 +7,7 @@
   ``RAY_AUTH_TOKEN`` (``~/.ray/auth_token`` is never read or written).
 * A cluster is stopped by the PIDs of its own processes, never with ``ray stop`` (which ends every Ray process on the
   machine): :func:`stop_processes_under` is the one way, used by the tests and by ``.ci/run``'s exit trap
-  (``python -m tests.ray_cluster stop DIR``).
+  (``python -m tests.ray_cluster kill-under DIR``).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def kill_driver(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-if __name__ == "__main__":  # .ci/run's exit trap: python -m tests.ray_cluster stop "$RAY_TMPDIR"
-    if len(sys.argv) != 3 or sys.argv[1] != "stop":
-        sys.exit("usage: python -m tests.ray_cluster stop DIR")
+if __name__ == "__main__":  # .ci/run's exit trap: python -m tests.ray_cluster kill-under "$RAY_TMPDIR"
+    if len(sys.argv) != 3 or sys.argv[1] != "kill-under":
+        sys.exit("usage: python -m tests.ray_cluster kill-under DIR")
     print(f"stopped {stop_processes_under(sys.argv[2])} Ray processes under {sys.argv[2]}")
