@@ -158,7 +158,7 @@ def sketch_stage(fr: FilterRun) -> None:
         fr.skipped.append("sketch")
         fr.progress.skipped("read + validate + sketch", "done by an earlier run")
         return
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     i, langs = cfg.input, cfg.languages
     known = None if langs.seen == "infer" else frozenset([*langs.seen, *langs.unseen])
     refs = (i.ref_chosen_column, i.ref_rejected_column) if cfg.model.reference == "columns" else None
@@ -190,10 +190,25 @@ def sketch_stage(fr: FilterRun) -> None:
         "actors": actor_records(summaries),
         "actor_peak_rss_mb": max((float(s["peak_rss_mb"]) for s in summaries), default=None),
         "bucket_seconds": round(sum(float(s["seconds"]) for s in summaries), 3),
+        **sketch_timeline(summaries, wall0),
         "language_codes": language_codes(run),
     }
     run.join("_state", "sketch.json").write_json(summary)
     fr.stage("sketch", time.perf_counter() - t0)
+
+
+def sketch_timeline(summaries: list[dict[str, Any]], wall0: float) -> dict[str, float | None]:
+    """When sketching began and ended, in seconds after the stage started (``wall0``, epoch): the wait before the
+    first bucket is the read + validate + tokenise + id-hash group-by barrier, paid with idle actors."""
+    if not summaries:
+        return {"stage_started_at": round(wall0, 3), "first_bucket_started_s": None, "last_bucket_done_s": None}
+    starts = [float(s["started"]) for s in summaries]
+    ends = [float(s["started"]) + float(s["seconds"]) for s in summaries]
+    return {
+        "stage_started_at": round(wall0, 3),
+        "first_bucket_started_s": round(min(starts) - wall0, 3),
+        "last_bucket_done_s": round(max(ends) - wall0, 3),
+    }
 
 
 def language_codes(run: Location) -> dict[str, str]:

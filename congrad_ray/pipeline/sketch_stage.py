@@ -77,10 +77,10 @@ class GradientSketcher:
                 return self._sketch_bucket(bucket, group)
             except ConfigError as e:
                 self.error = str(e)
-        return {**self._summary(bucket, 0, 0, 0.0), "error": np.array([self.error])}
+        return {**self._summary(bucket, 0, 0, time.time(), 0.0), "error": np.array([self.error])}
 
     def _sketch_bucket(self, bucket: int, group: pa.Table) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         winners, duplicates = _deduplicate(group)
         sketch_table, sums = self._sketch_rows(winners)
         dup_table = pa.table(
@@ -94,14 +94,18 @@ class GradientSketcher:
         out = pa.concat_tables([sketch_table, dup_table], promote_options="default")
         self.run.join("sketches", f"{bucket_name(bucket)}.parquet").write_table(out)
         self.run.join("partials", f"{bucket_name(bucket)}.parquet").write_table(partials_table(sums))
-        summary = self._summary(bucket, winners.num_rows, duplicates.num_rows, time.perf_counter() - start)
+        summary = self._summary(bucket, winners.num_rows, duplicates.num_rows, started, time.perf_counter() - start)
         return {**summary, "error": np.array([""])}
 
-    def _summary(self, bucket: int, pairs: int, duplicates: int, seconds: float) -> dict[str, np.ndarray]:
+    def _summary(
+        self, bucket: int, pairs: int, duplicates: int, started: float, seconds: float
+    ) -> dict[str, np.ndarray]:
+        """``started``: wall-clock time (epoch seconds) the bucket's sketching began; ``seconds``: how long it took."""
         return {
             "bucket": np.array([bucket]),
             "pairs": np.array([pairs]),
             "duplicates": np.array([duplicates]),
+            "started": np.array([started]),
             "seconds": np.array([seconds]),
             "pid": np.array([os.getpid()]),
             "node": np.array([self.placement["node"]]),
