@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Every Ray a benchmark starts is embedded: on loopback only (see congrad_ray.ray_env._embedded_defaults).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
     missed = 0
     for record in run_groups(selected, quick=args.quick):

@@ -1,6 +1,6 @@
 """``congrad-ray``: ConGrad-filter multilingual preference data, re-select, train DPO, run the self-rewarding loop.
 
-Subcommands: ``run`` (filter -> DPO -> evaluation), ``filter``, ``select``, ``train``, ``iterate``, ``demo-data``.
+Subcommands: ``run`` (filter -> DPO -> evaluation), ``filter``, ``plan`` (what a filter run will cost), ``select``, ``train``, ``iterate``, ``demo-data``.
 Configs are validated before Ray starts, every problem at once. A user error (config, input, model, paths) prints
 one line per problem and exits 2, without a traceback, also when it is raised inside a Ray worker; a run that
 finishes with nothing to score exits 1.
@@ -26,6 +26,36 @@ def _filter(args: argparse.Namespace) -> int:
         manifest = run_filter(cfg, fresh=args.fresh, progress=ui.progress)
         _show_filter(ui, manifest)
         return _exit_code(ui, manifest)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """What ``filter`` would do and cost, without Ray and without writing the run directory; ``--calibrate`` first
+    measures the sketch pass's cost per token on this machine and stores it beside the config."""
+    import json
+
+    from rich.console import Console
+
+    from .config import calibration_path, load_filter_config
+    from .console.screens import plan_view
+    from .pipeline.cost import CALIBRATION_PAIRS, calibrate, sample_pairs
+    from .pipeline.filter_run import describe, survey
+
+    cfg = load_filter_config(args.config, args.set, args.input, args.output, check_paths=True)
+    console = Console(stderr=args.json)
+    if args.calibrate:
+        s = survey(cfg, with_cost=False)
+        target = Location.of(cfg.resources.calibration or str(calibration_path(args.config)))
+        pairs = sample_pairs(s.cfg, s.units)
+        console.print(f"calibrating the sketch pass on {min(len(pairs), CALIBRATION_PAIRS)} sampled pairs ...")
+        target.write_json(calibrate(s.cfg, pairs))
+        console.print(f"calibration written to {target.uri}")
+        cfg = cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"calibration": target.uri})})
+    s = survey(cfg)
+    plan = describe(s)
+    console.print(plan_view(plan))
+    if args.json:
+        print(json.dumps({"plan": plan, "estimate": s.cost["estimate"]}))
+    return 0
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -154,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
     f.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     f.set_defaults(func=_filter)
+    pl = sub.add_parser("plan", help="what a filter run will do and cost (tokens, sketch store, actor-hours); no Ray")
+    pl.add_argument("--config", required=True, help="the filter config, e.g. configs/tiny-cpu.yaml")
+    pl.add_argument("--input", nargs="+", help="override input.paths")
+    pl.add_argument("--output", help="override run.output")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    pl.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="first time the sketch pass on a sample, on this machine as an actor runs it, and store the cost per "
+        "token beside the config (<config>.calibration.json, or resources.calibration)",
+    )
+    pl.add_argument("--json", action="store_true", help="also print the plan and the estimate as one JSON line")
+    pl.set_defaults(func=_plan)
     r = sub.add_parser("run", help="the main job: filter, then DPO on the kept pairs, then per-language evaluation")
     r.add_argument("--filter", default="configs/tiny-cpu.yaml", help="filter config (default: the tiny CPU demo)")
     r.add_argument("--train", default="configs/train-tiny-cpu.yaml", help="training config (its data.train is set)")

@@ -206,6 +206,13 @@ class ResourcesSection(Section):
         "(0 = always Ray Data)",
     )
 
+    calibration: str | None = Field(
+        None,
+        description="the sketch pass's measured cost per token (written by `congrad-ray plan --calibrate`), read by "
+        "every plan and run for its actor-hours estimate; default: <config>.calibration.json beside the config file "
+        "when it exists",
+    )
+
     @model_validator(mode="after")
     def _min_le_max(self) -> ResourcesSection:
         if self.actors_min > self.actors_max:
@@ -247,6 +254,15 @@ class FilterConfig(TopConfig):
             problems += model_source_problems(m.lora.adapter_path, "model.lora.adapter_path", adapter=True)
         return problems + output_problems(self.run.output, "run.output", ctx.command.how_to_set("run.output"))
 
+    def finished(self, ctx: LoadContext) -> FilterConfig:
+        """The calibration beside the config file, when there is one and none is set."""
+        if self.resources.calibration is not None or ctx.config_path is None:
+            return self
+        beside = calibration_path(ctx.config_path)
+        if not beside.exists():
+            return self
+        return self.model_copy(update={"resources": self.resources.model_copy(update={"calibration": str(beside)})})
+
     @classmethod
     def raw_problems(cls, raw: dict[str, Any], ctx: LoadContext) -> list[str]:
         if not ctx.check_paths:
@@ -262,6 +278,12 @@ class FilterConfig(TopConfig):
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return raw[name] if isinstance(raw.get(name), dict) else {}
+
+
+def calibration_path(config_path: str | Path) -> Path:
+    """Where ``plan --calibrate`` stores a config's calibration: beside it, ``<stem>.calibration.json``."""
+    p = Path(config_path)
+    return p.with_name(f"{p.stem}.calibration.json")
 
 
 FILTER_COMMAND = Command(flags={"input.paths": "--input", "run.output": "--output"})

@@ -47,6 +47,7 @@ class LoadContext:
     command: Command
     check_paths: bool = True
     config_dir: Path | None = None
+    config_path: Path | None = None
 
 
 class TopConfig(Section):
@@ -174,7 +175,8 @@ def load_config(
     for key, value in (values or {}).items():
         if value is not None:
             problems += set_value(raw, key, value)
-    ctx = LoadContext(command, check_paths, Path(path).resolve().parent if path else None)
+    resolved = Path(path).resolve() if path else None
+    ctx = LoadContext(command, check_paths, resolved.parent if resolved else None, resolved)
     try:
         cfg = cls.model_validate(raw)
     except ValidationError as e:

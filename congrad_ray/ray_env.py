@@ -131,10 +131,14 @@ def _embedded_defaults() -> None:
     * ``RAY_AUTH_MODE=token``: Ray 2.60's default for a new local cluster, which it announces with a warning
       unless the mode is set (``disabled`` opts out, as Ray says); Ray reads the mode once, when it is imported,
       so a process that imported Ray before keeps Ray's own default;
+    * loopback only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when Ray is imported): an embedded Ray serves
+      this machine, so its node address is 127.0.0.1 and its GCS, raylet and workers listen there only, as Ray
+      does on macOS, instead of on the machine's network address;
     * no Ray Train preemption watcher: it polls for nodes being drained (spot preemption on a cloud cluster),
       which cannot happen to the only node, and Ray logs an error when it starts it (its constructor takes the
       workers' actor handles, https://github.com/ray-project/ray/issues/53727).
     """
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")

@@ -67,8 +67,11 @@ def free_port() -> int:
 
 
 def base_env() -> dict[str, str]:
-    """This process's environment without a cluster address, with this venv first on PATH (jobs run `python`)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    """This process's environment without a cluster address, with this venv first on PATH (jobs run `python`).
+    Without the embedded Ray's loopback-only switch either (an embedded Ray of this process set it): `ray start`
+    refuses to join a node to a cluster under it."""
+    dropped = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     return env

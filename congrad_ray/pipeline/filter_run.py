@@ -92,10 +92,24 @@ def select_problems(overrides: list[str]) -> list[str]:
     return problems
 
 
-def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX, progress: Progress = NO_PROGRESS) -> FilterRun:
-    """Resolve inputs, read footers, check the run directory; no Ray yet (errors surface in seconds). ``fix``: the
-    advice when the run directory holds another run; ``progress`` is told the plan."""
-    t0 = time.perf_counter()
+@dataclass
+class Survey:
+    """What the input is, read from footers and a token sample; nothing written, no Ray."""
+
+    cfg: FilterConfig  # with auto choices resolved and demo:// inputs materialised
+    requested: list[str]
+    files: list[Location]
+    units: list[Unit]
+    schema: pa.Schema
+    languages: dict[str, int]
+    cost: dict[str, Any]
+
+
+def survey(cfg: FilterConfig, with_cost: bool = True) -> Survey:
+    """Resolve inputs, read footers and language columns; ``with_cost``: sample tokens and estimate the cost
+    (:mod:`.cost`: loads the tokenizer)."""
+    from .cost import estimate, sample_pairs
+
     requested = list(cfg.input.paths)
     paths = materialize_inputs(cfg.input.paths)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"paths": paths})})
@@ -108,7 +122,8 @@ def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX, progres
     units, schema = plan_units(files, cfg.input.rows_per_unit, cfg.input.lang_column)
     if not units:
         raise InputError(f"the input ({len(files)} file(s) under {cfg.input.paths}) has no rows")
-    cfg = resolve_config(cfg, schema, sum(u.stop - u.start for u in units))
+    rows = sum(u.stop - u.start for u in units)
+    cfg = resolve_config(cfg, schema, rows)
     if cfg.model.reference == "columns" and not {cfg.input.ref_chosen_column, cfg.input.ref_rejected_column} <= set(
         schema.names
     ):
@@ -118,14 +133,40 @@ def plan(cfg: FilterConfig, fresh: bool = False, fix: str = RUN_DIR_FIX, progres
                 f"{cfg.input.ref_rejected_column}; add them or use reference: same"
             ]
         )
-    truth = _truth_column(cfg, schema)
-    holds = "a filter run of another input or model/sketch/dpo config"
-    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, files), holds, fresh, fix)
-    run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
     languages = language_counts(files, cfg.input.lang_column)
-    fr = FilterRun(cfg, run, units, files=len(files), languages=languages, truth_column=truth, progress=progress)
+    cost = estimate(cfg, rows, sample_pairs(cfg, units)) if with_cost else {}
+    return Survey(cfg, requested, files, units, schema, languages, cost)
+
+
+def describe(s: Survey) -> dict[str, Any]:
+    """The plan a filter run of ``s`` would show, with its cost; the run directory is named, not touched."""
+    cfg = s.cfg
+    fr = FilterRun(cfg, Location.of(cfg.run.output), s.units, files=len(s.files), languages=s.languages)
+    fr.truth_column = _truth_column(cfg, s.schema)
+    return filter_plan(fr, s.requested, s.cost)
+
+
+def plan(
+    cfg: FilterConfig,
+    fresh: bool = False,
+    fix: str = RUN_DIR_FIX,
+    progress: Progress = NO_PROGRESS,
+    with_cost: bool = True,
+) -> FilterRun:
+    """Survey the input, check the run directory; no Ray yet (errors surface in seconds). ``fix``: the advice when
+    the run directory holds another run; ``progress`` is told the plan (with its cost unless not ``with_cost``)."""
+    t0 = time.perf_counter()
+    s = survey(cfg, with_cost)
+    cfg = s.cfg
+    truth = _truth_column(cfg, s.schema)
+    holds = "a filter run of another input or model/sketch/dpo config"
+    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, s.files), holds, fresh, fix)
+    run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
+    if s.cost:
+        run.join("_state", "plan.json").write_json(s.cost["estimate"])
+    fr = FilterRun(cfg, run, s.units, files=len(s.files), languages=s.languages, truth_column=truth, progress=progress)
     fr.stage("plan", time.perf_counter() - t0)
-    progress.plan(filter_plan(fr, requested))
+    progress.plan(filter_plan(fr, s.requested, s.cost))
     return fr
 
 
@@ -357,9 +398,8 @@ def reselect(cfg: FilterConfig, report: bool = True, progress: Progress = NO_PRO
 
     t0 = time.perf_counter()
     check_storage(cfg)
-    fr = plan(
-        cfg, fix="its input files changed since they were sketched; run `congrad-ray filter` on them", progress=progress
-    )
+    fix = "its input files changed since they were sketched; run `congrad-ray filter` on them"
+    fr = plan(cfg, fix=fix, progress=progress, with_cost=False)
     if not fr.run.join("_state", "sketch.json").exists():
         raise ConfigError([f"{fr.run.uri} has not finished sketching; run `congrad-ray filter` on it first"])
     ensure_ray(cfg.resources.num_cpus)

@@ -87,8 +87,9 @@ class UnitsWritten(_Records):
         return Count(len(self.counts), self.total, "units", f"{rows:,} rows")
 
 
-def filter_plan(fr: Any, requested: list[str]) -> dict[str, Any]:
-    """What a filter run is about to do, as plain data for :meth:`~congrad_ray.progress.Progress.plan`."""
+def filter_plan(fr: Any, requested: list[str], cost: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a filter run is about to do, as plain data for :meth:`~congrad_ray.progress.Progress.plan`; ``cost``:
+    the lines of :func:`~congrad_ray.pipeline.cost.estimate` (tokens, sketch store, cost)."""
     cfg = fr.cfg
     seen, unseen = cfg.languages.seen, cfg.languages.unseen
     selection = cfg.selection
@@ -110,5 +111,6 @@ def filter_plan(fr: Any, requested: list[str]) -> dict[str, Any]:
         "sketch": {"k": cfg.sketch.k, "buckets": cfg.sketch.buckets, "route": cfg.sketch.route},
         "selection": f"{cfg.surgery.method} direction, {cfg.score.kind} score, {rule}",
         "ground_truth": fr.truth_column,
+        **{key: value for key, value in (cost or {}).items() if key != "estimate"},
         "output": fr.run.uri,
     }
