@@ -201,6 +201,34 @@ def peak_rss(rows_small: int, rows_large: int) -> Iterator[dict[str, Any]]:
     )
 
 
+def tokenize_speed(rows: int) -> Iterator[dict[str, Any]]:
+    """The read stage's batched tokenisation against one pair at a time (TRL's way, its twin), side by side on the
+    same demo rows: the stage every bucket waits for (the id-hash group-by needs every row tokenised)."""
+    from congrad_ray.demo import CorpusSpec, generate_pairs
+    from congrad_ray.models import load_tokenizer, resolve_model_path
+    from congrad_ray.tokenization import tokenize_pair, tokenize_pairs
+
+    from ._common import race
+
+    tok = load_tokenizer(resolve_model_path(MODEL))
+    texts = [
+        (r["prompt"], r["chosen"], r["rejected"]) for r in generate_pairs(CorpusSpec(pairs_per_language=rows // 8))
+    ]
+    texts = texts[:rows]
+    best = race(
+        {"batched": lambda: tokenize_pairs(tok, texts), "per_pair": lambda: [tokenize_pair(tok, *t) for t in texts]},
+        repeat=3,
+    )
+    yield figure(
+        "tokenize_batched_vs_per_pair",
+        "ratio",
+        best["per_pair"] / best["batched"],
+        ">= 2",
+        {"rows": len(texts), "batched_s": round(best["batched"], 3), "per_pair_s": round(best["per_pair"], 3)},
+    )
+
+
 def run(quick: bool) -> Iterator[dict[str, Any]]:
+    yield from tokenize_speed(1000 if quick else 4096)
     yield from throughput((400,) if quick else (8000, 32000))
     yield from peak_rss(*((500, 2000) if quick else (10_000, 100_000)))

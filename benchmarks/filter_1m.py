@@ -15,7 +15,10 @@ fresh embedded Ray in its own temp dir; it samples its process tree and the obje
 * reported, not judged: object-store peak and spilled bytes, sketch-store and output sizes, stage timings.
 
 ``BENCH_1M_K`` (comma-separated sketch widths, default 1024) and ``BENCH_1M_LAYOUTS`` (``sharded,single``) pick
-the runs; ``--quick`` does 1,000 vs 3,000 rows at k 256.
+the runs; ``--quick`` does 1,000 vs 2,000 rows at k 256, sharded only.
+
+* ``plan_estimate_vs_measured_<rows>``: the actor-seconds ``congrad-ray plan --calibrate`` predicts for the run
+  (its calibration: one actor's thread timed alone on this machine) over the actors' measured bucket seconds.
 """
 
 from __future__ import annotations
@@ -94,16 +97,7 @@ def child(spec_path: str) -> None:
     from congrad_ray.pipeline.filter_run import run_filter
 
     spec = json.loads(Path(spec_path).read_text())
-    overrides = [
-        f"model.name_or_path={MODEL}",
-        f"sketch.k={spec['k']}",
-        "dpo.max_length=96",
-        "resources.batch_size=16",
-        "resources.actors_min=2",
-        "resources.actors_max=2",
-        "resources.cpus_per_actor=0.5",
-    ]
-    cfg = load_filter_config(None, overrides, [spec["data"]], spec["run"])
+    cfg = load_filter_config(None, _overrides(spec["k"]), [spec["data"]], spec["run"])
     sampler = Sampler()
     sampler.start()
     called = time.time()
@@ -136,10 +130,36 @@ def child(spec_path: str) -> None:
     Path(spec["result"]).write_text(json.dumps(result))
 
 
+def _overrides(k: int) -> list[str]:
+    return [
+        f"model.name_or_path={MODEL}",
+        f"sketch.k={k}",
+        "dpo.max_length=96",
+        "resources.batch_size=16",
+        "resources.actors_min=2",
+        "resources.actors_max=2",
+        "resources.cpus_per_actor=0.5",
+    ]
+
+
+def _planned(tmp: Path, data: Path, run: str, k: int) -> dict[str, Any]:
+    """``congrad-ray plan --calibrate --json`` of the same run, in a process of its own: the estimate the user
+    would have had before starting it (the calibration times one actor's thread on this machine, alone)."""
+    config = tmp / "plan.yaml"
+    config.write_text("{}\n")
+    sets = [item for o in _overrides(k) for item in ("--set", o)]
+    cmd = [sys.executable, "-m", "congrad_ray.cli", "plan", "--config", str(config), "--calibrate", "--json"]
+    out = subprocess.run(
+        [*cmd, *sets, "--input", str(data), "--output", run], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["estimate"]
+
+
 def _measure(tmp: Path, rows: int, k: int, single: bool) -> dict[str, Any]:
     layout = "single" if single else "sharded"
     data = _corpus(tmp / f"corpus-{rows}-{layout}", rows, single)
     spec = {"k": k, "data": str(data), "run": str(tmp / f"run-{rows}-{layout}-{k}"), "result": str(tmp / "r.json")}
+    estimate = _planned(tmp, data, spec["run"], k)
     spec_file = tmp / "spec.json"
     spec_file.write_text(json.dumps(spec))
     ray_tmp = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
@@ -151,6 +171,7 @@ def _measure(tmp: Path, rows: int, k: int, single: bool) -> dict[str, Any]:
         "layout": layout,
         "k": k,
         "shards": len(list(data.glob("*.parquet"))),
+        "estimate": estimate,
     }
 
 
@@ -165,9 +186,9 @@ def _label(rows: int) -> str:
 
 
 def run(quick: bool) -> Iterator[dict[str, Any]]:
-    small, large = (1000, 3000) if quick else (100_000, 1_000_000)
+    small, large = (1000, 2000) if quick else (100_000, 1_000_000)
     widths = [256] if quick else [int(k) for k in os.environ.get("BENCH_1M_K", "1024").split(",")]
-    layouts = os.environ.get("BENCH_1M_LAYOUTS", "sharded,single").split(",")
+    layouts = os.environ.get("BENCH_1M_LAYOUTS", "sharded" if quick else "sharded,single").split(",")
     base = os.environ.get("BENCH_1M_DIR")  # keep the corpora between invocations (1M rows take a minute to write)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         for k in widths:
@@ -204,6 +225,19 @@ def _figures(a: dict[str, Any], b: dict[str, Any], k: int, quick: bool) -> Itera
         "<= 0.1",
         {**common, "first_bucket_after_s": b["first_bucket_after_s"], "sketch_span_s": b["sketch_span_s"]},
     )
+    for run in (a, b):
+        yield figure(
+            f"plan_estimate_vs_measured_{_label(run['rows'])}{suffix}",
+            "ratio",
+            run["estimate"]["actor_s"] / run["bucket_seconds"],
+            None,
+            {
+                **common,
+                "estimate": run["estimate"],
+                "measured_actor_s": run["bucket_seconds"],
+                "total_s": run["total_s"],
+            },
+        )
     for what in ("driver", "actor"):
         key = f"{what}_peak_rss_mb"
         yield figure(

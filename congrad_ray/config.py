@@ -86,6 +86,13 @@ class SketchSection(Section):
         "wide layers, explicit when d_out*d_in is below ~25 k log2 k)",
     )
 
+    store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="precision of the stored sketches (the sketch store's bytes per pair: 4k, 2k, 2k); the math is "
+        "float32/float64 either way and the per-language sums are taken before rounding. float16 changed no kept "
+        "pair in the measured runs (README, Benchmarks)",
+    )
+
     @field_validator("buckets")
     @classmethod
     def _positive(cls, b: int | str) -> int | str:

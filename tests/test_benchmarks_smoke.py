@@ -68,7 +68,11 @@ def test_filter_benchmarks_quick_print_json_lines():
     proc = _run_quick("filter", timeout=880)
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert [r["bench"] for r in records] == ["filter_rows_per_s_vs_in_process", "actor_peak_rss_2000_vs_500"]
+    assert [r["bench"] for r in records] == [
+        "tokenize_batched_vs_per_pair",
+        "filter_rows_per_s_vs_in_process",
+        "actor_peak_rss_2000_vs_500",
+    ]
     assert all(set(r) == KEYS and r["value"] > 0 for r in records)
 
 
@@ -90,3 +94,23 @@ def test_peers_benchmark_quick_runs_with_or_without_bergson():
     has_bergson = importlib.util.find_spec("bergson") is not None
     assert ("sketch_pass_vs_bergson_h128" in records) == has_bergson == ("bergson_p16" in table)
     assert has_bergson or "bergson is not installed" in proc.stderr
+
+
+@pytest.mark.integration  # two measured filter runs of 1,000 and 2,000 rows, each a fresh process and Ray
+@pytest.mark.timeout(600)
+def test_filter_1m_benchmark_quick_prints_its_figures():
+    proc = _run_quick("filter_1m", timeout=580)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["bench"] for r in records] == [
+        "filter_2k_sketch_share_k256",
+        "filter_2k_first_bucket_share_k256",
+        "plan_estimate_vs_measured_1k_k256",
+        "plan_estimate_vs_measured_2k_k256",
+        "driver_peak_rss_2k_vs_1k_k256",
+        "actor_peak_rss_2k_vs_1k_k256",
+    ]
+    assert all(set(r) == KEYS and r["value"] > 0 for r in records)
+    run = records[0]["details"]["run"]
+    assert run["rows"] == 2000 and run["totals"]["kept"] + run["totals"]["dropped"] == 2000
+    assert run["sketch_store_mb"] > 0 and run["first_bucket_after_s"] > 0

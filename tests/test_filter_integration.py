@@ -258,3 +258,36 @@ def test_select_with_another_run_seed_redraws_the_random_baseline(ray_local, bas
         assert manifest["seeds"]["run"] == seed
         kept.append(outcome_ids(run)["kept"])
     assert kept[0] != kept[1] and len(kept[0]) == len(kept[1])
+
+
+def test_a_16_bit_store_is_the_float32_store_rounded(ray_local, corpus, baseline, tmp_path):
+    """sketch.store_dtype bfloat16: the stored sketches are the float32 run's rounded (torch's rounding, the twin),
+    the per-language sums and g* are the float32 run's bitwise (taken before rounding), and every score is the
+    cosine of the rounded sketch with that g*."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import torch
+
+    from congrad_ray.core import score
+    from congrad_ray.pipeline.filter_run import run_filter
+    from congrad_ray.pipeline.reduce import load_direction
+    from congrad_ray.pipeline.sketch_codec import sketch_matrix
+    from congrad_ray.storage import Location
+
+    run = tmp_path / "bf16"
+    run_filter(small_config(str(corpus), run, "sketch.store_dtype=bfloat16"), report=False)
+    ours, base = (pq.read_table(str(r / "sketches")) for r in (run, baseline[0]))
+    ours, base = (t.filter(pc.equal(t["status"], "ok")).sort_by("id") for t in (ours, base))
+    assert ours.schema.field("sketch").type.value_type == pa.uint16()
+    rounded = torch.from_numpy(sketch_matrix(base["sketch"])).to(torch.bfloat16).float().numpy()
+    assert np.array_equal(sketch_matrix(ours["sketch"]), rounded)
+    directions = [load_direction(Location.of(str(r))) for r in (run, baseline[0])]
+    for name in ("g_star", "language_gradients"):
+        assert np.array_equal(directions[0][name], directions[1][name])
+    expected = score(torch.from_numpy(rounded), torch.tensor(directions[0]["g_star"])).numpy()
+    scored = pq.read_table(run / "scores.parquet").to_pandas().set_index("id")
+    got = scored.loc[ours["id"].to_pylist(), "gradient_score"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    fp32 = pq.read_table(baseline[0] / "scores.parquet").to_pandas().set_index("id")
+    assert not np.array_equal(got, fp32.loc[ours["id"].to_pylist(), "gradient_score"].to_numpy())  # it did round

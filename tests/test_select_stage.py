@@ -9,7 +9,8 @@ import pytest
 from congrad_ray.config import load_filter_config
 from congrad_ray.errors import ConfigError
 from congrad_ray.pipeline.report import diagnosis_markdown, language_diagnosis
-from congrad_ray.pipeline.select_stage import SCORE_SCHEMA, decide, sketch_matrix
+from congrad_ray.pipeline.select_stage import SCORE_SCHEMA, decide
+from congrad_ray.pipeline.sketch_codec import encode_sketches, sketch_matrix
 
 
 def scored_table(gradient, margin, langs):
@@ -97,3 +98,18 @@ def test_sketch_matrix_is_the_rows_stacked_for_chunked_sliced_and_filtered_colum
         twin = np.stack(view.to_numpy(zero_copy_only=False)).astype(np.float32)
         got = sketch_matrix(view)
         assert got.dtype == np.float32 and got.flags.writeable and np.array_equal(got, twin)
+
+
+@pytest.mark.parametrize("store_dtype", ["float32", "float16", "bfloat16"])
+def test_stored_sketches_decode_to_torchs_own_rounding(store_dtype, tmp_path):
+    """Through a Parquet file and back: each store type decodes to what torch's cast to that dtype gives (the slow
+    twin), float32 exactly to the sketches; half the bytes for the 16-bit types."""
+    import pyarrow.parquet as pq
+    import torch
+
+    x = torch.randn(50, 64, generator=torch.Generator().manual_seed(0)) * torch.logspace(-4, 2, 64)
+    pq.write_table(pa.table({"sketch": encode_sketches(x, store_dtype)}), tmp_path / "s.parquet")
+    column = pq.read_table(tmp_path / "s.parquet").column("sketch")
+    twin = x.to(getattr(torch, store_dtype)).to(torch.float32).numpy()
+    assert np.array_equal(sketch_matrix(column), twin)
+    assert column.type.value_type.byte_width == (4 if store_dtype == "float32" else 2)

@@ -150,11 +150,12 @@ def estimate(cfg: FilterConfig, rows: int, sample: list[TokenizedPair]) -> dict[
     """The plan's cost lines: tokens, the sketch store's size, and (calibrated) actor-hours and wall time."""
     per_pair = sum(pair_tokens(p, cfg.dpo.max_length) for p in sample) / max(1, len(sample))
     tokens = per_pair * rows
-    store_gb = rows * (4 * cfg.sketch.k + STORE_ROW_OVERHEAD_BYTES) / 1e9
+    width = 4 if cfg.sketch.store_dtype == "float32" else 2
+    store_bytes = rows * (width * cfg.sketch.k + STORE_ROW_OVERHEAD_BYTES)
     out: dict[str, Any] = {
         "tokens": f"~{per_pair:,.0f} per pair (sample of {len(sample):,}) · ~{_si(tokens)} in all",
-        "sketch_store": f"~{store_gb:,.2f} GB ({cfg.sketch.k:,} float32 per pair)",
-        "estimate": {"tokens": round(tokens), "tokens_per_pair": round(per_pair, 1), "store_gb": round(store_gb, 3)},
+        "sketch_store": f"~{store_bytes / 1e9:,.2f} GB ({cfg.sketch.k:,} {cfg.sketch.store_dtype} per pair)",
+        "estimate": {"tokens": round(tokens), "tokens_per_pair": round(per_pair, 1), "store_bytes": store_bytes},
     }
     calibration, why = load_calibration(cfg)
     if calibration is None:
@@ -167,7 +168,7 @@ def estimate(cfg: FilterConfig, rows: int, sample: list[TokenizedPair]) -> dict[
         f"{calibration['device']}, {calibration['measured_at'][:10]}) · ~{_duration(actor_s / actors)} on {actors} "
         f"actor{'s' if actors > 1 else ''}"
     )
-    out["estimate"].update({"actor_s": round(actor_s, 1), "wall_s": round(actor_s / actors, 1)})
+    out["estimate"].update({"actor_s": round(actor_s, 3), "wall_s": round(actor_s / actors, 3)})
     return out
 
 

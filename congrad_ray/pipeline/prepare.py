@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..core.rows import RowRules, bucket_of, check_row, check_tokens, decode_rows
 from ..storage import Location
-from ..tokenization import tokenize_pair
+from ..tokenization import TokenizedPair, tokenize_pairs
 from .units import Unit, read_unit, unit_from_item
 
 TOKENS = pa.list_(pa.int32())
@@ -80,17 +80,16 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
         reason = f"unreadable: {str(e).splitlines()[0][:200]}"
         _write_status(spec, unit, [(k, None, None, reason, None) for k in keys])
         return PREPARED_SCHEMA.empty_table()
-    rows, undecodable = decode_rows(table)
+    keys = table.column("_row").to_pylist()
+    rows, checks, pairs = _check_and_tokenize(table, spec)
     status, prepared = [], {name: [] for name in PREPARED_SCHEMA.names}
-    tok = spec.tokenizer()
     refs = spec.rules.ref_columns
-    for key, row, bad in zip(table.column("_row").to_pylist(), rows, undecodable):
-        if bad is not None:
-            status.append((key, None, None, bad, None))
+    for j, (key, row, (sample_id, lang, reason)) in enumerate(zip(keys, rows, checks)):
+        if row is None:
+            status.append((key, None, None, reason, None))
             continue
-        sample_id, lang, reason = check_row(row, spec.rules)
         if reason is None:
-            pair = tokenize_pair(tok, row["prompt"], row["chosen"], row["rejected"])
+            pair = pairs[j]
             lens = (len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids))
             reason = check_tokens(*lens, spec.max_length, spec.truncation_mode)
         raw_lang = row.get(spec.rules.lang_column)
@@ -114,6 +113,18 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
             prepared[name].append(value)
     _write_status(spec, unit, status)
     return pa.Table.from_pydict(prepared, schema=PREPARED_SCHEMA)
+
+
+def _check_and_tokenize(table: pa.Table, spec: PrepareSpec) -> tuple[list, list, dict[int, TokenizedPair]]:
+    """Every row decoded and checked, in row order (``(id, lang, reason)``; an undecodable row is ``None`` with its
+    reason), and the valid ones tokenised in one batch (:func:`tokenize_pairs`), by row position."""
+    rows, undecodable = decode_rows(table)
+    checks = [
+        (None, None, bad) if bad is not None else check_row(row, spec.rules) for row, bad in zip(rows, undecodable)
+    ]
+    valid = [j for j, (_, _, reason) in enumerate(checks) if reason is None]
+    texts = [(rows[j]["prompt"], rows[j]["chosen"], rows[j]["rejected"]) for j in valid]
+    return rows, checks, dict(zip(valid, tokenize_pairs(spec.tokenizer(), texts)))
 
 
 def _write_status(spec: PrepareSpec, unit: Unit, status: list[tuple]) -> None:

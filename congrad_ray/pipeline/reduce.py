@@ -23,6 +23,7 @@ from ..core import (
     pcgrad,
 )
 from ..storage import Location
+from .sketch_codec import sketch_matrix
 from .sketch_stage import read_partials
 
 EMA_SEGMENT_BATCHES = 64
@@ -70,7 +71,7 @@ def _ema_gradients(run: Location, cfg: FilterConfig, langs: list[str]) -> torch.
 
     def segment(group: pa.Table) -> dict:
         t = group.sort_by([("batch", "ascending"), ("id", "ascending")])
-        sketches = torch.tensor(np.stack(t.column("sketch").to_numpy(zero_copy_only=False)), dtype=torch.float64)
+        sketches = torch.from_numpy(sketch_matrix(t.column("sketch"))).to(torch.float64)
         batch = torch.tensor(t.column("batch").to_numpy())
         first = int(batch.min())
         means = torch.zeros(int(batch.max()) - first + 1, sketches.shape[1], dtype=torch.float64)

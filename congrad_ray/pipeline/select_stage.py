@@ -17,6 +17,7 @@ from ..config import FilterConfig
 from ..core import SelectionRule, hybrid_scores, score, select
 from ..errors import ConfigError
 from ..storage import Location
+from .sketch_codec import sketch_matrix
 from .write_stage import UNSEEN
 
 SCORE_SCHEMA = pa.schema(
@@ -33,13 +34,6 @@ SCORE_SCHEMA = pa.schema(
     ]
 )
 SCORE_COLUMNS = SCORE_SCHEMA.names
-
-
-def sketch_matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A sketch column (fixed-size lists of ``k`` float32) as one writable ``[n, k]`` float32 array: its values
-    flattened by Arrow and reshaped, with no Python object per row."""
-    flat = pc.list_flatten(column).to_numpy().reshape(len(column), -1)
-    return np.require(flat, np.float32, ["C", "W"])  # a copy only where Arrow's buffer is read-only (torch writes)
 
 
 def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: dict | None = None) -> pa.Table:

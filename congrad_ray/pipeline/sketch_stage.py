@@ -24,6 +24,7 @@ from ..core import LanguageSums
 from ..errors import ConfigError
 from ..storage import Location
 from ..tokenization import TokenizedPair
+from .sketch_codec import encode_sketches
 
 
 def bucket_name(bucket: int) -> str:
@@ -67,6 +68,7 @@ class GradientSketcher:
             self.error = str(e)
             return
         self.batch_size = cfg.resources.batch_size
+        self.store_dtype = cfg.sketch.store_dtype
         self.use_ref_columns = self.engine.reference_mode == "columns"
         self.run = Location.of(run_uri)
 
@@ -150,9 +152,7 @@ class GradientSketcher:
                 "_row": pa.array([data["_row"][i] for i in by_id], pa.string()),
                 "lang": pa.array(langs, pa.string()),
                 "status": pa.array(["ok"] * n, pa.string()),
-                "sketch": pa.FixedSizeListArray.from_arrays(
-                    pa.array(sketches[by_id].numpy().reshape(-1), pa.float32()), k
-                ),
+                "sketch": encode_sketches(sketches[by_id], self.store_dtype),
                 "loss": pa.array(loss[by_id].numpy(), pa.float32()),
                 "margin": pa.array(margin[by_id].numpy(), pa.float32()),
                 "policy_margin": pa.array(policy_margin[by_id].numpy(), pa.float32()),
