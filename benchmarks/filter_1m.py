@@ -12,6 +12,8 @@ fresh embedded Ray in its own temp dir; it samples its process tree and the obje
   barrier; goal <= 0.10.
 * ``driver_peak_rss_1m_vs_100k``, ``actor_peak_rss_1m_vs_100k``: goal <= 1.2 each.
 * ``filter_1m_single_file_vs_sharded``: wall time of one 1M-row file over 40 shards; goal <= 1.2.
+* ``store_float16_kept_jaccard_1m``, ``store_bfloat16_...``: the kept set with a 16-bit sketch store against the
+  float32 one (:func:`store_precision`); goal >= 0.999.
 * reported, not judged: object-store peak and spilled bytes, sketch-store and output sizes, stage timings.
 
 ``BENCH_1M_K`` (comma-separated sketch widths, default 1024) and ``BENCH_1M_LAYOUTS`` (``sharded,single``) pick
@@ -172,7 +174,56 @@ def _measure(tmp: Path, rows: int, k: int, single: bool) -> dict[str, Any]:
         "k": k,
         "shards": len(list(data.glob("*.parquet"))),
         "estimate": estimate,
+        "run_dir": spec["run"],
     }
+
+
+def store_precision(run: Path) -> dict[str, dict[str, float]]:
+    """A float32 run's sketch store re-encoded as each 16-bit store type and scored and selected again against the
+    same ``g*``: exactly what a run with that ``sketch.store_dtype`` computes (its actors sketch in float32, take
+    the sums before rounding and store the rounded values; tests/test_filter_integration.py checks this). Per type:
+    Jaccard of the kept sets, the largest score change, the store's bytes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from congrad_ray.config import load_filter_config
+    from congrad_ray.pipeline.reduce import load_direction
+    from congrad_ray.pipeline.select_stage import SCORE_SCHEMA, decide, score_batch
+    from congrad_ray.pipeline.sketch_codec import encode_sketches, sketch_matrix
+    from congrad_ray.storage import Location
+
+    loc = Location.of(str(run))
+    cfg = load_filter_config(run / "config.yaml", check_paths=False)
+    seen = json.loads((run / "_state" / "decisions.json").read_text())["seen"]
+    g_star = load_direction(loc)["g_star"]
+    reference = pq.read_table(run / "scores.parquet", columns=["id", "keep", "gradient_score"]).sort_by("id")
+    kept = set(reference.filter(reference["keep"])["id"].to_pylist())
+    out = {}
+    for dtype in ("float16", "bfloat16"):
+        tables, nbytes = [], 0
+        for f in sorted((run / "sketches").glob("*.parquet")):
+            t = pq.read_table(f)
+            ok = t.filter(pa.compute.equal(t["status"], "ok"))
+            stored = encode_sketches(torch.from_numpy(sketch_matrix(ok["sketch"])), dtype)
+            nbytes += stored.nbytes
+            col = pa.chunked_array([stored]) if ok.num_rows else ok["sketch"]
+            rest = t.filter(pa.compute.not_equal(t["status"], "ok"))
+            ok = ok.set_column(ok.schema.get_field_index("sketch"), "sketch", col)
+            tables.append(score_batch(ok, g_star, cfg.score.kind).cast(SCORE_SCHEMA))
+            tables.append(score_batch(rest, g_star, cfg.score.kind).cast(SCORE_SCHEMA))  # duplicates: no sketch
+        scored = pa.concat_tables(tables).sort_by([("id", "ascending"), ("_row", "ascending")])
+        d = decide(scored, cfg, seen).sort_by("id")
+        ours = set(d.filter(d["keep"])["id"].to_pylist())
+        delta = np.abs(d["gradient_score"].to_numpy() - reference["gradient_score"].to_numpy())
+        out[dtype] = {
+            "kept_jaccard": len(ours & kept) / len(ours | kept),
+            "kept_changed": len(ours ^ kept) // 2,
+            "max_abs_score_change": float(np.nanmax(delta)),
+            "sketch_values_mb": round(nbytes / 2**20, 1),
+        }
+    return out
 
 
 def _label(rows: int) -> str:
@@ -195,6 +246,14 @@ def run(quick: bool) -> Iterator[dict[str, Any]]:
             a = _measure(Path(tmp), small, k, single=False)
             b = _measure(Path(tmp), large, k, single=False)
             yield from _figures(a, b, k, quick)
+            for dtype, measured in store_precision(Path(b["run_dir"])).items():
+                yield figure(
+                    f"store_{dtype}_kept_jaccard_{_label(large)}" + ("" if k == 1024 else f"_k{k}"),
+                    "jaccard",
+                    measured["kept_jaccard"],
+                    ">= 0.999",
+                    {"quick": quick, **measured, "float32_store_mb": b["sketch_store_mb"]},
+                )
             if "single" in layouts:
                 c = _measure(Path(tmp), large, k, single=True)
                 yield figure(

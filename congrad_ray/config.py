@@ -24,6 +24,12 @@ class RunSection(Section):
         description="local paths (run.output, input.paths) are on a filesystem mounted at the same place on every "
         "node (NFS, EFS, Lustre); without it a multi-node cluster refuses them: use an object store URL",
     )
+    keep_sketches: bool = Field(
+        True,
+        description="keep the sketch store (run.output/sketches, k values per pair) after scoring, for `congrad-ray "
+        "select` to re-select without the model; false deletes it once every pair is scored (scores.parquet keeps "
+        "each pair's scores), and re-selecting with other options then means sketching again (--fresh)",
+    )
 
 
 class InputSection(Section):

@@ -109,6 +109,8 @@ def test_filter_1m_benchmark_quick_prints_its_figures():
         "plan_estimate_vs_measured_2k_k256",
         "driver_peak_rss_2k_vs_1k_k256",
         "actor_peak_rss_2k_vs_1k_k256",
+        "store_float16_kept_jaccard_2k_k256",
+        "store_bfloat16_kept_jaccard_2k_k256",
     ]
     assert all(set(r) == KEYS and r["value"] > 0 for r in records)
     run = records[0]["details"]["run"]

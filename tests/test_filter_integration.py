@@ -291,3 +291,23 @@ def test_a_16_bit_store_is_the_float32_store_rounded(ray_local, corpus, baseline
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     fp32 = pq.read_table(baseline[0] / "scores.parquet").to_pandas().set_index("id")
     assert not np.array_equal(got, fp32.loc[ours["id"].to_pylist(), "gradient_score"].to_numpy())  # it did round
+
+
+def test_without_kept_sketches_the_store_is_gone_and_the_result_the_same(ray_local, baseline, tmp_path):
+    """run.keep_sketches false: the same outputs as the baseline (sketches reused from it, so no model runs), no
+    sketch store left; re-selecting with other options is refused in one line, the same options are a no-op."""
+    import shutil
+
+    from congrad_ray.config import load_filter_config
+    from congrad_ray.errors import ConfigError
+    from congrad_ray.pipeline.filter_run import reselect
+
+    run = tmp_path / "transient"
+    shutil.copytree(baseline[0], run, ignore=shutil.ignore_patterns("kept", "dropped", "invalid", "scores.parquet"))
+    cfg = load_filter_config(run / "config.yaml", [f"run.output={run}", "run.keep_sketches=false"])
+    manifest = reselect(cfg)
+    assert not (run / "sketches").exists() and manifest["outputs"]["sketches"] is None
+    assert outcome_ids(run) == outcome_ids(baseline[0])
+    assert reselect(cfg)["counts"] == manifest["counts"]  # same options: scores.parquet is reused
+    with pytest.raises(ConfigError, match="keep_sketches"):
+        reselect(load_filter_config(run / "config.yaml", [f"run.output={run}", "selection.rho=0.25"]))

@@ -313,6 +313,13 @@ def select_stage(fr: FilterRun) -> pa.Table:
     if state.exists() and state.read_json()["fingerprint"] == fp and scores_file.exists():
         fr.skipped.append("select")
         return scores_file.read_table()
+    if not run.join("sketches").exists():
+        raise ConfigError(
+            [
+                f"{run.uri}: its sketch store was deleted after scoring (run.keep_sketches: false), so it cannot be "
+                "re-selected with other options; run `congrad-ray filter` with --fresh (and run.keep_sketches: true)"
+            ]
+        )
     for stale in ("kept", "dropped", "invalid", "_state/write"):
         run.join(stale).delete_dir()
     t0 = time.perf_counter()
@@ -336,6 +343,8 @@ def select_stage(fr: FilterRun) -> pa.Table:
     decisions = decide(scored, cfg, seen, agreement)
     scores_file.write_table(decisions)
     state.write_json({"fingerprint": fp, "seen": seen})
+    if not cfg.run.keep_sketches:  # every pair's scores are in scores.parquet now
+        run.join("sketches").delete_dir()
     fr.stage("score_select", time.perf_counter() - t1)
     return decisions
 

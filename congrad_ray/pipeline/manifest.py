@@ -95,5 +95,8 @@ def build(
         "resumed_stages": skipped,
         "sketch": sketch.read_json() if sketch.exists() else None,
         "cluster": cluster_summary(),
-        "outputs": {name: run.join(name).uri for name in ("kept", "dropped", "invalid", "report", "sketches")},
+        "outputs": {
+            **{name: run.join(name).uri for name in ("kept", "dropped", "invalid", "report")},
+            "sketches": run.join("sketches").uri if run.join("sketches").exists() else None,  # run.keep_sketches
+        },
     }
