@@ -18,10 +18,9 @@ from .storage import Location
 
 
 def _filter(args: argparse.Namespace) -> int:
-    from .config import load_filter_config
     from .pipeline.filter_run import run_filter
 
-    cfg = load_filter_config(args.config, args.set, args.input, args.output, check_paths=True)
+    cfg = _appending(args) if args.append else _filter_config(args)
     with Session("filter", log_location(cfg.run.output, "filter"), args.verbose) as ui:
         manifest = run_filter(cfg, fresh=args.fresh, progress=ui.progress)
         _show_filter(ui, manifest)
@@ -37,10 +36,12 @@ def _plan(args: argparse.Namespace) -> int:
 
     from .config import calibration_path, load_filter_config
     from .console.screens import plan_view
+    from .models import check_loadable
     from .pipeline.cost import CALIBRATION_PAIRS, calibrate, sample_pairs
     from .pipeline.filter_run import describe, survey
 
     cfg = load_filter_config(args.config, args.set, args.input, args.output, check_paths=True)
+    check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)  # its tokenizer samples
     console = Console(stderr=args.json)
     if args.calibrate:
         s = survey(cfg, with_cost=False)
@@ -54,8 +55,43 @@ def _plan(args: argparse.Namespace) -> int:
     plan = describe(s)
     console.print(plan_view(plan))
     if args.json:
-        print(json.dumps({"plan": plan, "estimate": s.cost["estimate"]}))
+        print(json.dumps({"plan": plan, "estimate": s.cost.get("estimate")}))
     return 0
+
+
+def _filter_config(args: argparse.Namespace):
+    from .config import load_filter_config
+
+    if not args.config:
+        raise ConfigError(["filter needs --config (e.g. configs/tiny-cpu.yaml), or --append PATHS --run-dir R"])
+    return load_filter_config(args.config, args.set, args.input, args.output, check_paths=True)
+
+
+def _appending(args: argparse.Namespace):
+    """``filter --append NEW --run-dir R``: the run's own config, with NEW as one more input segment."""
+    from .config import load_filter_config
+    from .config_loading import Command
+    from .pipeline.filter_run import select_problems
+
+    problems = [] if args.run_dir else ["--append needs --run-dir: the finished run to grow"]
+    problems += [
+        f"--append takes its config from --run-dir; drop {flag}"
+        for flag in ("--config", "--input", "--output")
+        if getattr(args, flag[2:])
+    ]
+    if problems:
+        raise ConfigError(problems)
+    run_dir = args.run_dir.rstrip("/") or "/"
+    if not Location.of(run_dir).join("_state", "sketch.json").exists():
+        raise ConfigError(
+            [f"--run-dir {args.run_dir} is not a filter run that finished sketching; run `congrad-ray filter` first"]
+        )
+    if problems := select_problems(args.set):
+        raise ConfigError(problems)
+    command = Command(flags={"input.paths": "restore the run's input: an append re-reads it"})
+    cfg = load_filter_config(f"{run_dir}/config.yaml", args.set, check_paths=True, command=command)
+    appended = [*cfg.input.appended, list(args.append)]
+    return cfg.model_copy(update={"input": cfg.input.model_copy(update={"appended": appended})})
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -177,11 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="congrad-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("filter", help="sketch, score and select a Parquet preference dataset")
-    f.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny-cpu.yaml")
+    f.add_argument("--config", help="YAML config, e.g. configs/tiny-cpu.yaml (not with --append)")
     f.add_argument("--input", nargs="+", help="override input.paths (files, dirs, globs, URLs; demo:// = demo data)")
     f.add_argument("--output", help="override run.output (the run directory)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     f.add_argument("--fresh", action="store_true", help="delete the run directory first instead of resuming")
+    f.add_argument(
+        "--append",
+        nargs="+",
+        metavar="PATH",
+        help="grow a finished run (--run-dir) by these new input files: sketch only their rows, then select over all",
+    )
+    f.add_argument("--run-dir", help="with --append: the run directory to grow")
     f.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' output as it comes")
     f.set_defaults(func=_filter)
     pl = sub.add_parser("plan", help="what a filter run will do and cost (tokens, sketch store, actor-hours); no Ray")

@@ -47,6 +47,13 @@ class InputSection(Section):
         "no ground-truth section",
     )
 
+    appended: list[list[str]] = Field(
+        default_factory=list,
+        description="input segments appended to the run by `congrad-ray filter --append NEW --run-dir R`, in order "
+        "(written into the run's config.yaml by that command): each is sketched into buckets of its own, and the "
+        "selection is over every segment",
+    )
+
     @field_validator("paths", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:

@@ -311,3 +311,35 @@ def test_without_kept_sketches_the_store_is_gone_and_the_result_the_same(ray_loc
     assert reselect(cfg)["counts"] == manifest["counts"]  # same options: scores.parquet is reused
     with pytest.raises(ConfigError, match="keep_sketches"):
         reselect(load_filter_config(run / "config.yaml", [f"run.output={run}", "selection.rho=0.25"]))
+
+
+def test_append_grows_a_run_to_the_fresh_run_over_the_union(ray_local, corpus, baseline, tmp_path):
+    """Two shards filtered, then the third appended (`filter --append`): only the new rows are sketched (one new
+    bucket), and the selection over everything is the fresh three-shard run's: the same kept and dropped pairs,
+    counts and scores up to the last bits of the appended pairs' sketches (their micro-batch mates differ). A row
+    of the append whose id the run already has is a duplicate_id; an append of a file already in the run is
+    refused."""
+    import numpy as np
+    import pandas as pd
+
+    from congrad_ray.cli import main
+    from congrad_ray.pipeline.filter_run import run_filter
+
+    shards = sorted(corpus.glob("*.parquet"))
+    run = tmp_path / "grown"
+    run_filter(small_config([str(f) for f in shards[:2]], run), report=False)
+    dup = pq.read_table(shards[0]).slice(0, 1)
+    (tmp_path / "more").mkdir()
+    pq.write_table(dup, tmp_path / "more" / "dup.parquet")
+    assert main(["filter", "--append", str(shards[2]), str(tmp_path / "more"), "--run-dir", str(run)]) == 0
+    state = json.loads((run / "_state" / "sketch.json").read_text())
+    assert state["segments"] == 2 and state["buckets_sketched"] == 1 and state["buckets_resumed"] == 4
+    ours, fresh = outcome_ids(run), outcome_ids(baseline[0])
+    assert ours["kept"] == fresh["kept"] and ours["dropped"] == fresh["dropped"]
+    invalid = read_dir(run / "invalid")
+    assert invalid[invalid["id"] == dup["id"][0].as_py()]["reason"].tolist() == ["duplicate_id"]
+    a, b = (
+        pd.concat([read_dir(r / "kept"), read_dir(r / "dropped")]).set_index("id")["score"] for r in (run, baseline[0])
+    )
+    np.testing.assert_allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), rtol=0, atol=1e-5)
+    assert main(["filter", "--append", str(shards[1]), "--run-dir", str(run)]) == 2  # already in the run

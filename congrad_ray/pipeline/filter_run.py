@@ -14,22 +14,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..config import FilterConfig
 from ..core import language_agreement
-from ..core.rows import RowRules
 from ..errors import ConfigError, InputError
 from ..inputs import materialize_inputs
-from ..models import check_loadable, resolve_model_path
+from ..models import check_loadable
 from ..progress import NO_PROGRESS, Progress
-from ..storage import RUN_DIR_FIX, Location, claim_run_dir, expand_inputs
+from ..storage import RUN_DIR_FIX, Location, claim_run_dir
 from . import manifest as manifest_mod
-from .prepare import PrepareSpec, prepare_units
 from .reduce import direction_of, language_gradients, save_direction
+from .segments import Segments, check_recorded, segment_files, with_bucket_ranges
 from .select_stage import decide, score_all
-from .sketch_stage import GradientSketcher, actor_records, sketch_errors, take_all_or_explain
-from .tracking import BucketsSketched, RowsValidated, UnitsWritten, filter_plan
+from .sketch_pass import sketch_stage
+from .tracking import UnitsWritten, filter_plan
 from .units import Unit, language_counts, plan_units, units_to_items
 from .write_stage import WriteSpec, write_units
 
@@ -48,13 +46,15 @@ class FilterRun:
     languages: dict[str, int] = field(default_factory=dict)  # rows per language of the input
     truth_column: str | None = None  # input.truth_column when the input has it
     progress: Progress = NO_PROGRESS
+    segments: Segments = Segments(())
 
     def stage(self, name: str, seconds: float) -> None:
         self.timings[name] = round(self.timings.get(name, 0.0) + seconds, 3)
 
 
 def resolve_config(cfg: FilterConfig, schema: pa.Schema | None, total_rows: int) -> FilterConfig:
-    """Concrete choices for ``auto`` options (recorded in the run's resolved config)."""
+    """Concrete choices for ``auto`` options (recorded in the run's resolved config); ``total_rows``: of the
+    original input (segment 0: appended segments get buckets of their own)."""
     m, i, s = cfg.model, cfg.input, cfg.sketch
     if m.reference == "auto":
         has_columns = schema is not None and {i.ref_chosen_column, i.ref_rejected_column} <= set(schema.names)
@@ -67,17 +67,20 @@ def resolve_config(cfg: FilterConfig, schema: pa.Schema | None, total_rows: int)
 
 
 def sketch_fingerprint(cfg: FilterConfig, files: list[Location]) -> str:
-    """Of what the stored sketches depend on: the input files, the model, sketch, DPO and language settings."""
+    """Of what the stored sketches depend on: the original input's files, the model, sketch, DPO and language
+    settings (appended segments are checked against the run's own record of them: ``segments.check_recorded``)."""
     inputs = [(f.uri, f.fs.get_file_info(f.path).size) for f in files]
     # the ground-truth column is read by the report only: it never changes a sketch
-    given = cfg.input.model_dump(mode="json", exclude={"truth_column"})
+    given = cfg.input.model_dump(mode="json", exclude={"truth_column", "appended"})
     extra = {"inputs": inputs, "input": given, "batch_size": cfg.resources.batch_size}
     return cfg.fingerprint(SKETCH_SECTIONS, extra)
 
 
 def select_fingerprint(cfg: FilterConfig) -> str:
-    """Of what decides the selection from stored sketches; ``run.seed`` draws the random baseline's subset."""
-    return cfg.fingerprint(SELECT_SECTIONS, {"run.seed": cfg.run.seed})
+    """Of what decides the selection from stored sketches; ``run.seed`` draws the random baseline's subset; an
+    appended segment changes the pairs selected from."""
+    extra = {"run.seed": cfg.run.seed, **({"segments": len(cfg.input.appended)} if cfg.input.appended else {})}
+    return cfg.fingerprint(SELECT_SECTIONS, extra)
 
 
 def select_problems(overrides: list[str]) -> list[str]:
@@ -103,27 +106,23 @@ class Survey:
     schema: pa.Schema
     languages: dict[str, int]
     cost: dict[str, Any]
+    segments: Segments
 
 
 def survey(cfg: FilterConfig, with_cost: bool = True) -> Survey:
     """Resolve inputs, read footers and language columns; ``with_cost``: sample tokens and estimate the cost
     (:mod:`.cost`: loads the tokenizer)."""
-    from .cost import estimate, sample_pairs
-
-    requested = list(cfg.input.paths)
+    requested = [*cfg.input.paths, *(p for seg in cfg.input.appended for p in seg)]
     paths = materialize_inputs(cfg.input.paths)
+    segments = segment_files(cfg)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"paths": paths})})
-    try:
-        files = expand_inputs(cfg.input.paths)
-    except FileNotFoundError as e:
-        raise InputError(f"{e}; check input.paths") from None
-    if not files:
-        raise InputError(f"no .parquet files under {cfg.input.paths}; check input.paths")
-    units, schema = plan_units(files, cfg.input.rows_per_unit, cfg.input.lang_column)
+    files = [f for seg in segments.files for f in seg]
+    units, schema = plan_units(files, cfg.input.rows_per_unit, cfg.input.lang_column, segments.of_file())
     if not units:
         raise InputError(f"the input ({len(files)} file(s) under {cfg.input.paths}) has no rows")
     rows = sum(u.stop - u.start for u in units)
-    cfg = resolve_config(cfg, schema, rows)
+    cfg = resolve_config(cfg, schema, sum(u.stop - u.start for u in units if u.segment == 0))
+    segments = with_bucket_ranges(segments, units, cfg)
     if cfg.model.reference == "columns" and not {cfg.input.ref_chosen_column, cfg.input.ref_rejected_column} <= set(
         schema.names
     ):
@@ -134,16 +133,27 @@ def survey(cfg: FilterConfig, with_cost: bool = True) -> Survey:
             ]
         )
     languages = language_counts(files, cfg.input.lang_column)
-    cost = estimate(cfg, rows, sample_pairs(cfg, units)) if with_cost else {}
-    return Survey(cfg, requested, files, units, schema, languages, cost)
+    cost = _cost(cfg, rows, units) if with_cost else {}
+    return Survey(cfg, requested, files, units, schema, languages, cost, segments)
 
 
 def describe(s: Survey) -> dict[str, Any]:
     """The plan a filter run of ``s`` would show, with its cost; the run directory is named, not touched."""
     cfg = s.cfg
     fr = FilterRun(cfg, Location.of(cfg.run.output), s.units, files=len(s.files), languages=s.languages)
-    fr.truth_column = _truth_column(cfg, s.schema)
+    fr.truth_column, fr.segments = _truth_column(cfg, s.schema), s.segments
     return filter_plan(fr, s.requested, s.cost)
+
+
+def _cost(cfg: FilterConfig, rows: int, units: list[Unit]) -> dict[str, Any]:
+    """The plan's cost lines; none when the tokenizer does not load (the model check says why, when the run needs
+    the model: a finished run re-selecting does not)."""
+    from .cost import estimate, sample_pairs
+
+    try:
+        return estimate(cfg, rows, sample_pairs(cfg, units))
+    except ConfigError:
+        return {}
 
 
 def plan(
@@ -160,11 +170,13 @@ def plan(
     cfg = s.cfg
     truth = _truth_column(cfg, s.schema)
     holds = "a filter run of another input or model/sketch/dpo config"
-    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, s.files), holds, fresh, fix)
+    run = claim_run_dir(cfg.run.output, "sketch", sketch_fingerprint(cfg, list(s.segments.files[0])), holds, fresh, fix)
+    check_recorded(run, s.segments)
     run.join("config.yaml").write_bytes(cfg.to_yaml().encode())
     if s.cost:
         run.join("_state", "plan.json").write_json(s.cost["estimate"])
     fr = FilterRun(cfg, run, s.units, files=len(s.files), languages=s.languages, truth_column=truth, progress=progress)
+    fr.segments = s.segments
     fr.stage("plan", time.perf_counter() - t0)
     progress.plan(filter_plan(fr, s.requested, s.cost))
     return fr
@@ -184,118 +196,6 @@ def _truth_column(cfg: FilterConfig, schema: pa.Schema) -> str | None:
             ]
         )
     return name
-
-
-def _done_buckets(run: Location) -> set[int]:
-    return {int(f.path.rsplit("bucket-", 1)[1].split(".")[0]) for f in run.join("partials").list(".parquet")}
-
-
-def sketch_stage(fr: FilterRun) -> None:
-    """Prepare every unit (status files) and sketch every bucket not yet done."""
-    import ray.data
-
-    cfg, run = fr.cfg, fr.run
-    if run.join("_state", "sketch.json").exists():
-        fr.skipped.append("sketch")
-        fr.progress.skipped("read + validate + sketch", "done by an earlier run")
-        return
-    t0, wall0 = time.perf_counter(), time.time()
-    i, langs = cfg.input, cfg.languages
-    known = None if langs.seen == "infer" else frozenset([*langs.seen, *langs.unseen])
-    refs = (i.ref_chosen_column, i.ref_rejected_column) if cfg.model.reference == "columns" else None
-    done = _done_buckets(run)
-    spec = PrepareSpec(
-        rules=RowRules(i.id_column, i.lang_column, known, refs),
-        tokenizer_path=resolve_model_path(cfg.model.name_or_path),
-        max_length=cfg.dpo.max_length,
-        truncation_mode=cfg.dpo.truncation_mode,
-        buckets=cfg.sketch.buckets,
-        run_uri=run.uri,
-        skip_buckets=frozenset(done),
-    )
-    r = cfg.resources
-    items = units_to_items(fr.units)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    prepared = ds.map_batches(
-        prepare_units, batch_size=1, batch_format="numpy", fn_kwargs={"spec": spec}, num_cpus=r.cpus_per_actor
-    )
-    validated, sketched_buckets = RowsValidated(run, fr.units), BucketsSketched(run, cfg.sketch.buckets)
-    with fr.progress.stage("read + validate", validated), fr.progress.stage("sketch", sketched_buckets):
-        summaries = _sketch(fr, prepared, done)
-    summary = {
-        "buckets_sketched": len(summaries),
-        "buckets_resumed": len(done),
-        "pairs": int(sum(s["pairs"] for s in summaries)),
-        "duplicates": int(sum(s["duplicates"] for s in summaries)),
-        "actor_pids": sorted({int(s["pid"]) for s in summaries}),
-        "actors": actor_records(summaries),
-        "actor_peak_rss_mb": max((float(s["peak_rss_mb"]) for s in summaries), default=None),
-        "bucket_seconds": round(sum(float(s["seconds"]) for s in summaries), 3),
-        **sketch_timeline(summaries, wall0),
-        "language_codes": language_codes(run),
-    }
-    run.join("_state", "sketch.json").write_json(summary)
-    fr.stage("sketch", time.perf_counter() - t0)
-
-
-def sketch_timeline(summaries: list[dict[str, Any]], wall0: float) -> dict[str, float | None]:
-    """When sketching began and ended, in seconds after the stage started (``wall0``, epoch): the wait before the
-    first bucket is the read + validate + tokenise + id-hash group-by barrier, paid with idle actors."""
-    if not summaries:
-        return {"stage_started_at": round(wall0, 3), "first_bucket_started_s": None, "last_bucket_done_s": None}
-    starts = [float(s["started"]) for s in summaries]
-    ends = [float(s["started"]) + float(s["seconds"]) for s in summaries]
-    return {
-        "stage_started_at": round(wall0, 3),
-        "first_bucket_started_s": round(min(starts) - wall0, 3),
-        "last_bucket_done_s": round(max(ends) - wall0, 3),
-    }
-
-
-def language_codes(run: Location) -> dict[str, str]:
-    """Each input language code that canonicalisation changed, and what it became (from the status files)."""
-    mapping: dict[str, str] = {}
-    for f in run.join("rows").list(".parquet"):
-        table = f.read_table(["lang_input", "lang"])
-        table = table.filter(pc.is_valid(table["lang_input"]))
-        mapping.update(zip(table["lang_input"].to_pylist(), table["lang"].to_pylist()))
-    return dict(sorted(mapping.items()))
-
-
-def _sketch(fr: FilterRun, prepared: Any, done: set[int]) -> list[dict[str, Any]]:
-    """Group the prepared rows by bucket and sketch each bucket not yet done on the actor pool; the per-bucket
-    summaries (none when every bucket is done: then only the status files are written)."""
-    import ray.data
-
-    cfg, r = fr.cfg, fr.cfg.resources
-    if len(done) >= cfg.sketch.buckets:
-        prepared.materialize()  # status files only
-        return []
-    sketched = prepared.groupby("bucket", num_partitions=_shuffle_partitions(cfg.sketch.buckets, len(done))).map_groups(
-        GradientSketcher,
-        batch_format="pyarrow",
-        fn_constructor_args=(cfg.model_dump_json(), fr.run.uri),
-        # one bucket at a time per actor: a bucket is a whole task's worth of work, so queuing more on one actor
-        # buys nothing and lets the first actor up take every bucket while the rest of the pool idles
-        compute=ray.data.ActorPoolStrategy(
-            min_size=r.actors_min, max_size=r.actors_max, max_tasks_in_flight_per_actor=1
-        ),
-        num_cpus=r.cpus_per_actor,
-        num_gpus=r.gpus_per_actor or None,
-        scheduling_strategy=r.scheduling_strategy,
-    )
-    summaries = take_all_or_explain(sketched, cfg)
-    if error := sketch_errors(summaries):
-        raise error
-    return summaries
-
-
-def _shuffle_partitions(buckets: int, done: int) -> int:
-    """One hash partition per bucket still to sketch, at most Ray Data's default: never more partitions (each with
-    its own reduce work) than there are groups."""
-    import ray.data
-
-    return max(1, min(ray.data.DataContext.get_current().default_hash_shuffle_parallelism, buckets - done))
 
 
 def seen_languages(cfg: FilterConfig, present: list[str]) -> list[str]:
@@ -325,9 +225,9 @@ def select_stage(fr: FilterRun) -> pa.Table:
     t0 = time.perf_counter()
     from .reduce import merged_partials
 
-    present = merged_partials(run, cfg.sketch.k).langs
-    seen = seen_languages(cfg, present)
-    langs, g, counts = language_gradients(run, cfg, seen)
+    sums = merged_partials(run, cfg.sketch.k)
+    seen = seen_languages(cfg, sums.langs)
+    langs, g, counts = language_gradients(run, cfg, seen, sums)
     g_star, per_language, agreement = np.zeros(cfg.sketch.k), None, None
     if langs:  # else every row is invalid or unseen: nothing to score, the outputs still get written
         direction = direction_of(cfg, langs, g)
@@ -394,7 +294,8 @@ def run_filter(
     t0 = time.perf_counter()
     check_storage(cfg)
     fr = plan(cfg, fresh, progress=progress)
-    if not fr.run.join("_state", "sketch.json").exists():  # the model is needed: fail on it before Ray starts
+    state = fr.run.join("_state", "sketch.json")
+    if not state.exists() or state.read_json().get("segments", 1) < fr.segments.count:  # the model will be needed
         check_loadable(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
     ensure_ray(cfg.resources.num_cpus)
     sketch_stage(fr)
@@ -409,7 +310,8 @@ def reselect(cfg: FilterConfig, report: bool = True, progress: Progress = NO_PRO
     check_storage(cfg)
     fix = "its input files changed since they were sketched; run `congrad-ray filter` on them"
     fr = plan(cfg, fix=fix, progress=progress, with_cost=False)
-    if not fr.run.join("_state", "sketch.json").exists():
+    state = fr.run.join("_state", "sketch.json")
+    if not state.exists() or state.read_json().get("segments", 1) < fr.segments.count:
         raise ConfigError([f"{fr.run.uri} has not finished sketching; run `congrad-ray filter` on it first"])
     ensure_ray(cfg.resources.num_cpus)
     fr.skipped.append("sketch")

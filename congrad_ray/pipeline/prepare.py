@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..core.rows import RowRules, bucket_of, check_row, check_tokens, decode_rows
 from ..storage import Location
@@ -43,6 +44,7 @@ PREPARED_SCHEMA = pa.schema(
 )
 
 _TOKENIZERS: dict[str, Any] = {}
+_EARLIER: dict[str, pa.Array] = {}  # per worker process: the ids of the earlier segments, fetched once
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,21 @@ class PrepareSpec:
     tokenizer_path: str
     max_length: int | None
     truncation_mode: str
-    buckets: int
+    buckets: tuple[int, int]  # (first bucket, count) of the segment being prepared (pipeline/segments.py)
     run_uri: str
     skip_buckets: frozenset[int] = frozenset()
+    earlier_ids: Any = None  # a Ray object ref of the earlier segments' ids (an appended segment), or None
+
+    def earlier(self) -> pa.Array | None:
+        if self.earlier_ids is None:
+            return None
+        key = self.earlier_ids.hex()
+        if key not in _EARLIER:
+            import ray
+
+            _EARLIER.clear()
+            _EARLIER[key] = ray.get(self.earlier_ids)
+        return _EARLIER[key]
 
     def tokenizer(self) -> Any:
         if self.tokenizer_path not in _TOKENIZERS:
@@ -82,6 +96,13 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
         return PREPARED_SCHEMA.empty_table()
     keys = table.column("_row").to_pylist()
     rows, checks, pairs = _check_and_tokenize(table, spec)
+    if (earlier := spec.earlier()) is not None:  # an id an earlier segment has: that row won (the smaller _row)
+        ids = pa.array([c[0] for c in checks], pa.string())
+        repeated = pc.fill_null(pc.is_in(ids, value_set=earlier), False).to_pylist()
+        checks = [
+            (i, lang, "duplicate_id") if dup and r is None else (i, lang, r)
+            for (i, lang, r), dup in zip(checks, repeated)
+        ]
     status, prepared = [], {name: [] for name in PREPARED_SCHEMA.names}
     refs = spec.rules.ref_columns
     for j, (key, row, (sample_id, lang, reason)) in enumerate(zip(keys, rows, checks)):
@@ -96,7 +117,7 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
         status.append((key, sample_id, lang, reason, raw_lang if lang is not None and raw_lang != lang else None))
         if reason is not None:
             continue
-        bucket = bucket_of(sample_id, spec.buckets)
+        bucket = spec.buckets[0] + bucket_of(sample_id, spec.buckets[1])
         if bucket in spec.skip_buckets:
             continue
         for name, value in (

@@ -36,9 +36,11 @@ def merged_partials(run: Location, k: int) -> LanguageSums:
     return total
 
 
-def language_gradients(run: Location, cfg: FilterConfig, seen: list[str]) -> tuple[list[str], torch.Tensor, list[int]]:
-    """``(langs, G [L, k], counts)`` over the seen languages that have data, sorted by name."""
-    sums = merged_partials(run, cfg.sketch.k)
+def language_gradients(
+    run: Location, cfg: FilterConfig, seen: list[str], sums: LanguageSums
+) -> tuple[list[str], torch.Tensor, list[int]]:
+    """``(langs, G [L, k], counts)`` over the seen languages that have data, sorted by name; ``sums``: the run's
+    :func:`merged_partials` (read once per selection)."""
     langs = [lang for lang in sums.langs if lang in seen]
     rows = [sums.langs.index(lang) for lang in langs]
     counts = [int(sums.counts[r]) for r in rows]

@@ -108,7 +108,12 @@ def filter_plan(fr: Any, requested: list[str], cost: dict[str, Any] | None = Non
         "seen": "inferred from the data" if seen == "infer" else list(seen),
         "unseen": list(unseen),
         "model": cfg.model.name_or_path + (" + LoRA" if cfg.model.lora else ""),
-        "sketch": {"k": cfg.sketch.k, "buckets": cfg.sketch.buckets, "route": cfg.sketch.route},
+        "sketch": {
+            "k": cfg.sketch.k,
+            "buckets": fr.segments.total_buckets or cfg.sketch.buckets,
+            "route": cfg.sketch.route,
+        },
+        "appended": [f"{len(seg)} file(s)" for seg in fr.segments.files[1:]],
         "selection": f"{cfg.surgery.method} direction, {cfg.score.kind} score, {rule}",
         "ground_truth": fr.truth_column,
         **{key: value for key, value in (cost or {}).items() if key != "estimate"},

@@ -25,6 +25,7 @@ class Unit:
     file: Location
     start: int
     stop: int
+    segment: int = 0  # the input segment (pipeline/segments.py): 0 the original input, s >= 1 the s-th append
 
     @property
     def name(self) -> str:
@@ -35,8 +36,11 @@ def row_key(file_index: int, row: int) -> str:
     return f"{file_index:06d}:{row:012d}"
 
 
-def plan_units(files: list[Location], rows_per_unit: int, lang_column: str) -> tuple[list[Unit], pa.Schema | None]:
-    """Read every footer (a corrupt file or a missing column fails here, before any work) and cut row ranges."""
+def plan_units(
+    files: list[Location], rows_per_unit: int, lang_column: str, segment_of: list[int] | None = None
+) -> tuple[list[Unit], pa.Schema | None]:
+    """Read every footer (a corrupt file or a missing column fails here, before any work) and cut row ranges;
+    ``segment_of``: each file's input segment (default 0)."""
     units: list[Unit] = []
     schema = None
     for fi, loc in enumerate(files):
@@ -55,7 +59,8 @@ def plan_units(files: list[Location], rows_per_unit: int, lang_column: str) -> t
             )
         schema = schema or file_schema
         for start in range(0, meta.num_rows, rows_per_unit):
-            units.append(Unit(len(units), fi, loc, start, min(meta.num_rows, start + rows_per_unit)))
+            segment = segment_of[fi] if segment_of else 0
+            units.append(Unit(len(units), fi, loc, start, min(meta.num_rows, start + rows_per_unit), segment))
     return units, schema
 
 
@@ -105,7 +110,14 @@ def _first_line(e: BaseException) -> str:
 
 def units_to_items(units: list[Unit]) -> list[dict[str, Any]]:
     return [
-        {"index": u.index, "file_index": u.file_index, "uri": u.file.uri, "start": u.start, "stop": u.stop}
+        {
+            "index": u.index,
+            "file_index": u.file_index,
+            "uri": u.file.uri,
+            "start": u.start,
+            "stop": u.stop,
+            "segment": u.segment,
+        }
         for u in units
     ]
 
@@ -117,4 +129,5 @@ def unit_from_item(item: dict[str, Any]) -> Unit:
         Location.of(str(item["uri"])),
         int(item["start"]),
         int(item["stop"]),
+        int(item.get("segment", 0)),
     )
