@@ -114,12 +114,15 @@ def select(
     rule: SelectionRule,
     agreement: Mapping[str, float] | None = None,
 ) -> Decision:
-    """Apply ``rule`` to ``scores [N]`` of rows with languages ``langs [N]`` and unique ``ids [N]`` (strings).
+    """Apply ``rule`` to ``scores [N]`` of rows with languages ``langs [N]`` and unique ``ids [N]``: strings, or any
+    numbers in the ids' order (ties break by id); the random rule hashes each id, so it needs the ids themselves.
 
     ``agreement`` (language -> ``a_l``) is needed by ``budgets="agreement"``; a language missing from it counts as
     not agreeing (``a_l = 0``)."""
     scores = np.asarray(scores, dtype=np.float64)
-    langs, ids = np.asarray(langs).astype(str), np.asarray(ids).astype(str)
+    langs, ids = np.asarray(langs, dtype=str), np.asarray(ids)
+    if ids.dtype == object:
+        ids = ids.astype(str)
     n = len(scores)
     if rule.rule == "random":
         scores = random_keys(ids, rule.seed)

@@ -102,30 +102,45 @@ def ranking_scores(gradient: np.ndarray, policy_margin: np.ndarray, langs: np.nd
 def decide(
     scored: pa.Table, cfg: FilterConfig, seen: list[str], agreement: Mapping[str, float] | None = None
 ) -> pa.Table:
-    """Add ``keep``, ``reason`` and ``rank`` (within language) to the scored rows, and ``gradient_score``; ``score``
-    becomes the ranking score. Duplicates keep their reason. ``agreement``: ``a_l`` per seen language."""
-    status = scored.column("status").to_numpy(zero_copy_only=False)
-    langs = scored.column("lang").to_numpy(zero_copy_only=False).astype(str)
-    ok = status == "ok"
-    trainable = ok & np.isin(langs, seen)
-    keep = np.zeros(scored.num_rows, dtype=bool)
-    reason = status.astype(object).copy()
-    reason[ok & ~trainable] = UNSEEN
-    rank = np.full(scored.num_rows, -1, dtype=np.int64)
+    """Add ``keep``, ``reason`` and ``rank`` (within language) to the scored rows (sorted by id, as
+    :func:`score_all` returns them), and ``gradient_score``; ``score`` becomes the ranking score. Duplicates keep
+    their reason. ``agreement``: ``a_l`` per seen language.
+
+    Columnar: no Python object per row (the ids' order is their position, the scored table being sorted by id; the
+    random rule, which hashes each id, gets the ids themselves), so a million rows cost their numbers, not their
+    strings (tests/test_select_stage.py keeps the per-row version as its twin)."""
+    status = scored.column("status")
+    ok = pc.equal(status, "ok")
+    in_seen = pc.is_in(scored.column("lang"), value_set=pa.array(seen, pa.string()))
+    trainable_mask = pc.fill_null(pc.and_(ok, in_seen), False).combine_chunks()
+    trainable = np.flatnonzero(trainable_mask.to_numpy(zero_copy_only=False))
+    n = scored.num_rows
+    keep, rank = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
     gradient = scored.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     ranking = gradient.copy()
-    if trainable.any() and seen:
+    reason = pc.if_else(pc.and_(ok, pc.invert(in_seen)), UNSEEN, status).combine_chunks()
+    if trainable.size and seen:
         s = cfg.selection
         rule = SelectionRule(s.rule, s.rho, s.tau, s.top_k, s.min_per_language, cfg.run.seed, s.budgets, s.budget_floor)
-        ids = scored.column("id").to_numpy(zero_copy_only=False).astype(str)
-        margins = scored.column("policy_margin").to_numpy(zero_copy_only=False).astype(np.float64)
-        ranking[trainable] = ranking_scores(gradient[trainable], margins[trainable], langs[trainable], cfg)
-        d = select(ranking[trainable], langs[trainable], ids[trainable], rule, agreement)
-        keep[trainable], reason[trainable], rank[trainable] = d.keep, d.reason, d.rank
+        at = pa.array(trainable)
+        langs = _plain_strings(scored.column("lang").take(at))
+        ids = _plain_strings(scored.column("id").take(at)) if s.rule == "random" else trainable  # position: id order
+        margins = scored.column("policy_margin").take(at).to_numpy(zero_copy_only=False).astype(np.float64)
+        ranking[trainable] = ranking_scores(gradient[trainable], margins, langs, cfg)
+        d = select(ranking[trainable], langs, ids, rule, agreement)
+        keep[trainable], rank[trainable] = d.keep, d.rank
+        reason = pc.replace_with_mask(reason, trainable_mask, pa.array(d.reason, pa.string()))
     return (
         scored.set_column(scored.schema.get_field_index("score"), "score", pa.array(ranking, pa.float64()))
         .append_column("gradient_score", pa.array(gradient, pa.float64()))
         .append_column("keep", pa.array(keep))
-        .append_column("reason", pa.array(reason.tolist(), pa.string()))
+        .append_column("reason", reason)
         .append_column("rank", pa.array(rank))
     )
+
+
+def _plain_strings(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as a numpy fixed-width unicode array (a few bytes per row, no Python object per row)."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
+    return names[encoded.indices.to_numpy(zero_copy_only=False)] if len(names) else np.array([], dtype=str)
