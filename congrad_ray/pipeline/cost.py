@@ -136,13 +136,13 @@ def _sync(gpu: bool) -> None:
 def load_calibration(cfg: FilterConfig) -> tuple[dict[str, Any] | None, str | None]:
     """The config's calibration, or None and why (none yet, or one for another model/sketch setting)."""
     path = cfg.resources.calibration
-    rerun = "run `congrad-ray plan --calibrate` with this config on the actors' hardware"
+    rerun = "`congrad-ray plan --calibrate` once on the actors' hardware"
     if path is None or not Location.of(path).exists():
-        return None, f"not calibrated: {rerun} for an estimate"
+        return None, f"actor-hours: not calibrated ({rerun})"
     calibration = Location.of(path).read_json()
     differs = sorted(k for k, v in calibration_key(cfg).items() if calibration.get("key", {}).get(k) != v)
     if differs:
-        return None, f"{path} was measured with other {', '.join(differs)}: {rerun} again"
+        return None, f"actor-hours: {path} was measured with other {', '.join(differs)} (rerun {rerun})"
     return calibration, None
 
 
@@ -153,8 +153,8 @@ def estimate(cfg: FilterConfig, rows: int, sample: list[TokenizedPair]) -> dict[
     width = 4 if cfg.sketch.store_dtype == "float32" else 2
     store_bytes = rows * (width * cfg.sketch.k + STORE_ROW_OVERHEAD_BYTES)
     out: dict[str, Any] = {
-        "tokens": f"~{per_pair:,.0f} per pair (sample of {len(sample):,}) · ~{_si(tokens)} in all",
-        "sketch_store": f"~{store_bytes / 1e9:,.2f} GB ({cfg.sketch.k:,} {cfg.sketch.store_dtype} per pair)",
+        "size": f"~{per_pair:,.0f} tokens per pair (sample of {len(sample):,}) · ~{_si(tokens)} in all · sketch store "
+        f"~{store_bytes / 1e9:,.2f} GB ({cfg.sketch.store_dtype})",
         "estimate": {"tokens": round(tokens), "tokens_per_pair": round(per_pair, 1), "store_bytes": store_bytes},
     }
     calibration, why = load_calibration(cfg)

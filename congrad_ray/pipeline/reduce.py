@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from ..config import FilterConfig
@@ -56,11 +57,15 @@ def _ema_gradients(run: Location, cfg: FilterConfig, langs: list[str]) -> torch.
     ds = ray.data.read_parquet(run.join("sketches").uri, columns=["id", "lang", "status", "sketch"])
     wanted = set(langs)
 
-    def usable(batch: dict) -> dict:
-        keep = (batch["status"] == "ok") & np.isin(batch["lang"], list(wanted))
-        return {key: value[keep] for key, value in batch.items()}
+    def usable(batch: pa.Table) -> pa.Table:
+        """The ok rows of the wanted languages, their sketches decoded to float32 (whatever the store's type)."""
+        keep = pc.and_(pc.equal(batch["status"], "ok"), pc.is_in(batch["lang"], value_set=pa.array(sorted(wanted))))
+        rows = batch.filter(keep)
+        values = sketch_matrix(rows["sketch"])
+        decoded = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), cfg.sketch.k)
+        return rows.set_column(rows.schema.get_field_index("sketch"), "sketch", decoded)
 
-    ds = ds.map_batches(usable, batch_format="numpy")
+    ds = ds.map_batches(usable, batch_format="pyarrow")
     index = ds.select_columns(["id", "lang"]).to_pandas().sort_values(["lang", "id"])
     index["batch"] = index.groupby("lang").cumcount() // agg.ema_batch_size
     batch_of = dict(zip(index["id"], index["batch"]))
@@ -73,7 +78,7 @@ def _ema_gradients(run: Location, cfg: FilterConfig, langs: list[str]) -> torch.
 
     def segment(group: pa.Table) -> dict:
         t = group.sort_by([("batch", "ascending"), ("id", "ascending")])
-        sketches = torch.from_numpy(sketch_matrix(t.column("sketch"))).to(torch.float64)
+        sketches = torch.tensor(np.stack(t.column("sketch").to_numpy(zero_copy_only=False)), dtype=torch.float64)
         batch = torch.tensor(t.column("batch").to_numpy())
         first = int(batch.min())
         means = torch.zeros(int(batch.max()) - first + 1, sketches.shape[1], dtype=torch.float64)

@@ -38,5 +38,5 @@ def sketch_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     flat = pc.list_flatten(column).to_numpy()
     if flat.dtype == np.uint16:  # bfloat16 bit patterns: the upper half of a float32
         flat = (flat.astype(np.uint32) << 16).view(np.float32)
-    flat = flat.reshape(len(column), -1)
+    flat = flat.reshape(len(column), column.type.list_size)
     return np.require(flat, np.float32, ["C", "W"])  # a copy only where Arrow's buffer is read-only (torch writes)
