@@ -15,11 +15,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+if NETNS_PROBLEM:  # on the machine's network: every embedded Ray of the session still listens on loopback only
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def pytest_report_header(config):
     if NETNS_PROBLEM:
-        return f"network: the machine's (no namespace of its own: {NETNS_PROBLEM}); Ray binds to its address"
+        return f"network: the machine's (no namespace of its own: {NETNS_PROBLEM}); embedded Rays on 127.0.0.1"
     return "network: a namespace of its own with only loopback (tests/loopback.py); Ray nodes on 127.0.0.1"
 
 

@@ -39,7 +39,8 @@ def test_main_job_filters_trains_and_evaluates_the_demo(tmp_path):
     )
     screen = result.stdout.splitlines()
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert result.stderr == "" and len(screen) < 60, result.stdout
+    # about 58 lines; a slower machine prints more of the periodic progress lines (one per 30 s without a TTY)
+    assert result.stderr == "" and len(screen) < 62, result.stdout
     assert not [line for line in screen if NOISE.search(line)], result.stdout
     manifest = json.loads((tmp_path / "filter" / "manifest.json").read_text())
     assert manifest["counts"]["input_rows"] == 3200 and manifest["counts"]["totals"]["kept"] == 1600

@@ -152,19 +152,18 @@ def estimate(cfg: FilterConfig, rows: int, sample: list[TokenizedPair]) -> dict[
     tokens = per_pair * rows
     width = 4 if cfg.sketch.store_dtype == "float32" else 2
     store_bytes = rows * (width * cfg.sketch.k + STORE_ROW_OVERHEAD_BYTES)
+    size = f"~{_si(tokens)} tokens (~{per_pair:,.0f} per pair, sample of {len(sample):,}) · store ~{store_bytes / 1e9:,.2f} GB"
     out: dict[str, Any] = {
-        "size": f"~{per_pair:,.0f} tokens per pair (sample of {len(sample):,}) · ~{_si(tokens)} in all · sketch store "
-        f"~{store_bytes / 1e9:,.2f} GB ({cfg.sketch.store_dtype})",
-        "estimate": {"tokens": round(tokens), "tokens_per_pair": round(per_pair, 1), "store_bytes": store_bytes},
+        "estimate": {"tokens": round(tokens), "tokens_per_pair": round(per_pair, 1), "store_bytes": store_bytes}
     }
     calibration, why = load_calibration(cfg)
     if calibration is None:
-        out["cost"] = why
+        out["cost"] = f"{size} · {why}"
         return out
     actor_s = tokens * calibration["seconds_per_token"]
     actors = cfg.resources.actors_max
     out["cost"] = (
-        f"~{actor_s / 3600:,.2f} actor-hours of sketching ({calibration['seconds_per_token'] * 1e6:.3g} µs/token on "
+        f"{size} · ~{actor_s / 3600:,.2f} actor-hours ({calibration['seconds_per_token'] * 1e6:.3g} µs/token on "
         f"{calibration['device']}, {calibration['measured_at'][:10]}) · ~{_duration(actor_s / actors)} on {actors} "
         f"actor{'s' if actors > 1 else ''}"
     )
