@@ -74,6 +74,7 @@ def _appending(args: argparse.Namespace):
     from .pipeline.filter_run import select_problems
 
     problems = [] if args.run_dir else ["--append needs --run-dir: the finished run to grow"]
+    problems += ["--append grows the run in place: drop --fresh"] if args.fresh else []
     problems += [
         f"--append takes its config from --run-dir; drop {flag}"
         for flag in ("--config", "--input", "--output")

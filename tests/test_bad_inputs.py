@@ -314,6 +314,19 @@ CASES = [
         lambda t, _: ["iterate", "--config", ITERATE, "--stop-after", "judge", "--output", str(t / "it")],
         ("--stop-after 'judge': expected ROUND:STAGE",),
     ),
+    # --- growing a run (filter --append)
+    Case("append_without_run_dir", lambda t, _: ["filter", "--append", str(t)], ("--append needs --run-dir",)),
+    Case(
+        "append_with_fresh_and_a_config",
+        lambda t, _: ["filter", "--append", str(t), "--run-dir", str(t), "--fresh", "--config", FILTER],
+        ("drop --fresh", "drop --config"),
+    ),
+    Case(
+        "append_to_an_unfinished_run",
+        lambda t, _: ["filter", "--append", str(t), "--run-dir", str(_unfinished_filter_run(t, _)[4])],
+        ("is not a filter run that finished sketching",),
+    ),
+    Case("filter_without_config", lambda t, _: ["filter", "--input", str(t)], ("filter needs --config",)),
 ]
 
 
