@@ -18,7 +18,7 @@ from typing import Any
 from ..config import FilterConfig
 from ..core.rows import RowRules, check_row, check_tokens, decode_rows
 from ..storage import Location
-from ..tokenization import TokenizedPair, tokenize_pair
+from ..tokenization import TokenizedPair, tokenize_pairs
 from .units import Unit, read_unit
 
 SAMPLE_ROWS = 512
@@ -47,12 +47,11 @@ def sample_pairs(cfg: FilterConfig, units: list[Unit], rows: int = SAMPLE_ROWS) 
         table = read_unit(unit)
         step = max(1, table.num_rows // per_unit)
         decoded, bad = decode_rows(table.take(list(range(0, table.num_rows, step))[:per_unit]))
-        for row, problem in zip(decoded, bad):
-            if problem is None and check_row(row, rules)[2] is None:
-                pair = tokenize_pair(tok, row["prompt"], row["chosen"], row["rejected"])
-                lens = (len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids))
-                if check_tokens(*lens, cfg.dpo.max_length, cfg.dpo.truncation_mode) is None:
-                    pairs.append(pair)
+        valid = [r for r, problem in zip(decoded, bad) if problem is None and check_row(r, rules)[2] is None]
+        for pair in tokenize_pairs(tok, [(r["prompt"], r["chosen"], r["rejected"]) for r in valid]):
+            lens = (len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids))
+            if check_tokens(*lens, cfg.dpo.max_length, cfg.dpo.truncation_mode) is None:
+                pairs.append(pair)
     return pairs
 
 
