@@ -115,6 +115,7 @@ def save_tiny_model(
     tokenizer = build_tiny_tokenizer(corpus, spec.vocab_size)
     model = build_tiny_model(tokenizer, spec)
     directory.mkdir(parents=True, exist_ok=True)
+    quiet_progress_bars()
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)
     return directory

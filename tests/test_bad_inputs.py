@@ -380,6 +380,7 @@ def no_ray(monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_one_line_error(case, tmp_path, tiny_dir, capsys, no_ray):
     argv = case.argv(tmp_path, tiny_dir)
+    capsys.readouterr()  # what building the case printed (e.g. saving the demo model on a fresh machine)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2, err[-3000:]
