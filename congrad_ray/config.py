@@ -222,8 +222,8 @@ class ResourcesSection(Section):
     driver_score_max_mb: float = Field(
         256.0,
         ge=0,
-        description="a sketch store up to this size is scored on the driver; a larger one by Ray Data tasks "
-        "(0 = always Ray Data)",
+        description="a sketch store up to this size is scored and selected on the driver; a larger one in one "
+        "Ray task, which scores it with Ray Data tasks next to the data (0 = always the task)",
     )
 
     calibration: str | None = Field(

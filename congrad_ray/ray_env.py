@@ -56,9 +56,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             dashboard_host="127.0.0.1",
             runtime_env={"env_vars": env},
         )
+    quiet_data_progress()
+
+
+def quiet_data_progress() -> None:
+    """The console shows progress from the run's own records; Ray Data's bars only with --verbose (call it in every
+    process that starts a Ray Data job: the driver, and a task that runs one)."""
     from ray.data import DataContext
 
-    # The console shows progress from the run's own records; Ray Data's bars only with --verbose.
     DataContext.get_current().enable_progress_bars = os.environ.get("CONGRAD_RAY_VERBOSE", "") not in ("", "0")
 
 

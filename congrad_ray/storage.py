@@ -127,9 +127,10 @@ class Location:
     def read_json(self) -> Any:
         return json.loads(self.read_bytes().decode())
 
-    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        """``filter``: a ``pyarrow.compute`` expression; row groups its column statistics rule out are not read."""
         with self.fs.open_input_file(self.path) as f:
-            return pq.read_table(f, columns=columns)
+            return pq.read_table(f, columns=columns, filters=filter)
 
     def write_bytes(self, data: bytes) -> None:
         """Atomic: write a temporary sibling, then move it over the final name."""
@@ -144,9 +145,9 @@ class Location:
     def write_json(self, obj: Any) -> None:
         self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
-    def write_table(self, table: pa.Table) -> None:
+    def write_table(self, table: pa.Table, row_group_size: int | None = None) -> None:
         buf = io.BytesIO()
-        pq.write_table(table, buf)
+        pq.write_table(table, buf, row_group_size=row_group_size)
         self.write_bytes(buf.getvalue())
 
     def delete_dir(self) -> None:

@@ -88,7 +88,8 @@ def test_config_hash_is_stable_and_sensitive():
 def test_run_seed_is_part_of_the_selection_fingerprint_not_the_sketch_one():
     """``run.seed`` draws the random baseline: a changed seed must redo the selection (``congrad-ray select`` once
     returned the old kept set), and must not invalidate the stored sketches."""
-    from congrad_ray.pipeline.filter_run import select_fingerprint, sketch_fingerprint
+    from congrad_ray.pipeline.filter_run import sketch_fingerprint
+    from congrad_ray.pipeline.select_run import select_fingerprint
 
     a, b = (load_filter_config(None, [f"run.seed={s}"], check_paths=False) for s in (0, 1))
     assert select_fingerprint(a) != select_fingerprint(b)

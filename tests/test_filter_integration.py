@@ -143,6 +143,28 @@ def test_driver_and_ray_data_scoring_agree(ray_local, baseline, per_language):
     assert on_driver.equals(on_ray)
 
 
+def test_selection_in_a_ray_task_is_the_one_on_the_driver(ray_local, baseline, tmp_path):
+    """Past ``driver_score_max_mb`` the selection and the report run in one Ray task (the driver holds no row): the
+    same scores.parquet (sorted by _row, in row groups), outputs, counts and report as on the driver."""
+    import shutil
+
+    from congrad_ray.config import load_filter_config
+    from congrad_ray.pipeline.filter_run import reselect
+
+    run = tmp_path / "in-task"
+    shutil.copytree(baseline[0], run, ignore=shutil.ignore_patterns("kept", "dropped", "invalid", "report"))
+    (run / "_state" / "decisions.json").unlink()
+    cfg = load_filter_config(run / "config.yaml", ["resources.driver_score_max_mb=0", f"run.output={run}"])
+    manifest = reselect(cfg)
+    assert json.loads((run / "_state" / "decisions.json").read_text())["summary"]["where"] == "task"
+    assert manifest["counts"] == baseline[1]["counts"] and manifest["scores"] == baseline[1]["scores"]
+    mine, theirs = pq.read_table(run / "scores.parquet"), pq.read_table(baseline[0] / "scores.parquet")
+    assert mine.equals(theirs)
+    assert mine.column("_row").to_pylist() == sorted(mine.column("_row").to_pylist())
+    assert outcome_ids(run) == outcome_ids(baseline[0])
+    assert (run / "report" / "diagnosis.json").read_text() == (baseline[0] / "report" / "diagnosis.json").read_text()
+
+
 def test_actor_killed_mid_run_is_restarted_and_result_unchanged(ray_local, corpus, baseline, tmp_path):
     from congrad_ray.pipeline.filter_run import run_filter
 

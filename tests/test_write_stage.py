@@ -92,11 +92,23 @@ def unit_run(tmp_path):
     return unit, run, decisions.take(pa.array(order))
 
 
+def stored(run: Location, decisions: pa.Table, name: str = "scores.parquet") -> Location:
+    """``decisions`` as the select task stores them: sorted by ``_row``, in row groups (small here: several per
+    unit, and some of another file's rows, which the key-range read must skip)."""
+    scores = run.join(name)
+    scores.write_table(decisions.sort_by("_row"), row_group_size=5)
+    return scores
+
+
 def test_columnar_split_matches_the_per_row_twin(unit_run):
     unit, run, decisions = unit_run
     spec = WriteSpec(run.uri, id_column="id", lang_column="lang", truth_column="is_flipped")
-    mine = unit_decisions(decisions, unit)
-    assert set(mine.column("_row").to_pylist()) <= {row_key(FILE_INDEX, r) for r in range(unit.start, unit.stop)}
+    mine = unit_decisions(stored(run, decisions), unit)
+    assert set(mine.column("_row").to_pylist()) == {
+        r
+        for r in decisions.column("_row").to_pylist()
+        if row_key(FILE_INDEX, unit.start) <= r < row_key(FILE_INDEX, unit.stop)
+    }
     tables, expected = split_unit_loop(unit, spec, decisions, run)
     record = split_unit(unit, spec, mine)
     assert record == expected
@@ -110,7 +122,7 @@ def test_columnar_split_matches_the_per_row_twin(unit_run):
 def test_a_validated_row_without_a_decision_is_an_error_naming_it(unit_run):
     unit, run, decisions = unit_run
     spec = WriteSpec(run.uri, id_column="id", lang_column="lang")
-    first_ok = next(r for r in unit_decisions(decisions, unit).column("_row").to_pylist())
+    first_ok = unit_decisions(stored(run, decisions), unit).column("_row")[0].as_py()
     rest = decisions.filter(pa.compute.not_equal(decisions.column("_row"), first_ok))
     with pytest.raises(RuntimeError, match=f"row {first_ok} passed validation but has no sketch"):
-        split_unit(unit, spec, unit_decisions(rest, unit))
+        split_unit(unit, spec, unit_decisions(stored(run, rest, "rest.parquet"), unit))

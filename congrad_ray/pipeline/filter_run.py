@@ -12,27 +12,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from ..config import FilterConfig
-from ..core import language_agreement
 from ..errors import ConfigError, InputError
 from ..inputs import materialize_inputs
 from ..models import check_loadable
 from ..progress import NO_PROGRESS, Progress
 from ..storage import RUN_DIR_FIX, Location, claim_run_dir
 from . import manifest as manifest_mod
-from .reduce import direction_of, language_gradients, save_direction
 from .segments import Segments, check_recorded, segment_files, with_bucket_ranges
-from .select_stage import decide, score_all
+from .select_run import report_stage, select_stage, write_stage
 from .sketch_pass import sketch_stage
 from .tracking import UnitsWritten, filter_plan
-from .units import Unit, language_counts, plan_units, units_to_items
-from .write_stage import WriteSpec, write_units
+from .units import Unit, language_counts, plan_units
 
 SKETCH_SECTIONS = ("model", "sketch", "dpo", "languages")
-SELECT_SECTIONS = ("languages", "aggregation", "surgery", "score", "selection")
 
 
 @dataclass
@@ -74,13 +69,6 @@ def sketch_fingerprint(cfg: FilterConfig, files: list[Location]) -> str:
     given = cfg.input.model_dump(mode="json", exclude={"truth_column", "appended"})
     extra = {"inputs": inputs, "input": given, "batch_size": cfg.resources.batch_size}
     return cfg.fingerprint(SKETCH_SECTIONS, extra)
-
-
-def select_fingerprint(cfg: FilterConfig) -> str:
-    """Of what decides the selection from stored sketches; ``run.seed`` draws the random baseline's subset; an
-    appended segment changes the pairs selected from."""
-    extra = {"run.seed": cfg.run.seed, **({"segments": len(cfg.input.appended)} if cfg.input.appended else {})}
-    return cfg.fingerprint(SELECT_SECTIONS, extra)
 
 
 def select_problems(overrides: list[str]) -> list[str]:
@@ -198,84 +186,6 @@ def _truth_column(cfg: FilterConfig, schema: pa.Schema) -> str | None:
     return name
 
 
-def seen_languages(cfg: FilterConfig, present: list[str]) -> list[str]:
-    if cfg.languages.seen == "infer":
-        return sorted(set(present) - set(cfg.languages.unseen))
-    return sorted(cfg.languages.seen)
-
-
-def select_stage(fr: FilterRun) -> pa.Table:
-    """Direction, scores and decisions (redone when the selection-side config changed)."""
-    cfg, run = fr.cfg, fr.run
-    fp = select_fingerprint(cfg)
-    state = run.join("_state", "decisions.json")
-    scores_file = run.join("scores.parquet")
-    if state.exists() and state.read_json()["fingerprint"] == fp and scores_file.exists():
-        fr.skipped.append("select")
-        return scores_file.read_table()
-    if not run.join("sketches").exists():
-        raise ConfigError(
-            [
-                f"{run.uri}: its sketch store was deleted after scoring (run.keep_sketches: false), so it cannot be "
-                "re-selected with other options; run `congrad-ray filter` with --fresh (and run.keep_sketches: true)"
-            ]
-        )
-    for stale in ("kept", "dropped", "invalid", "_state/write"):
-        run.join(stale).delete_dir()
-    t0 = time.perf_counter()
-    from .reduce import merged_partials
-
-    sums = merged_partials(run, cfg.sketch.k)
-    seen = seen_languages(cfg, sums.langs)
-    langs, g, counts = language_gradients(run, cfg, seen, sums)
-    g_star, per_language, agreement = np.zeros(cfg.sketch.k), None, None
-    if langs:  # else every row is invalid or unseen: nothing to score, the outputs still get written
-        direction = direction_of(cfg, langs, g)
-        per_lang = language_agreement(g, direction)
-        save_direction(run, direction, g, counts, per_lang)
-        agreement = {lang: float(a) for lang, a in zip(per_lang.langs, per_lang.others)}
-        g_star = direction.g_star.numpy()
-        if cfg.surgery.method == "per_language":
-            per_language = {lang: g[j].numpy() for j, lang in enumerate(langs)}
-    fr.stage("reduce", time.perf_counter() - t0)
-    t1 = time.perf_counter()
-    scored = score_all(run, g_star, cfg.score.kind, per_language, cfg.resources.driver_score_max_mb)
-    decisions = decide(scored, cfg, seen, agreement)
-    scores_file.write_table(decisions)
-    state.write_json({"fingerprint": fp, "seen": seen})
-    if not cfg.run.keep_sketches:  # every pair's scores are in scores.parquet now
-        run.join("sketches").delete_dir()
-    fr.stage("score_select", time.perf_counter() - t1)
-    return decisions
-
-
-def write_stage(fr: FilterRun, decisions: pa.Table) -> list[dict[str, Any]]:
-    import ray
-    import ray.data
-
-    cfg, run = fr.cfg, fr.run
-    t0 = time.perf_counter()
-    records_dir = run.join("_state", "write")
-    done = {f.path.rsplit("/", 1)[1].removesuffix(".json") for f in records_dir.list(".json")}
-    todo = [u for u in fr.units if u.name not in done]
-    if todo:
-        spec = WriteSpec(run.uri, cfg.input.id_column, cfg.input.lang_column, fr.truth_column)
-        columns = ["_row", "id", "status", "keep", "reason", "score"]
-        ref = ray.put(decisions.select(columns))
-        ds = ray.data.from_items(units_to_items(todo), override_num_blocks=len(todo))
-        ds.map_batches(
-            write_units,
-            batch_size=1,
-            batch_format="numpy",
-            num_cpus=cfg.resources.cpus_per_actor,
-            fn_kwargs={"spec": spec, "decisions_ref": ref},
-        ).materialize()
-    else:
-        fr.skipped.append("write")
-    fr.stage("write", time.perf_counter() - t0)
-    return [f.read_json() for f in records_dir.list(".json")]
-
-
 def check_storage(cfg: FilterConfig) -> None:
     """On a multi-node cluster, refuse node-local input and output paths before any work starts."""
     from ..ray_env import require_shared_storage
@@ -320,30 +230,17 @@ def reselect(cfg: FilterConfig, report: bool = True, progress: Progress = NO_PRO
 
 def _finish(fr: FilterRun, report: bool, t0: float) -> dict[str, Any]:
     with fr.progress.stage("score + select") as stage:
-        decisions = select_stage(fr)
-        kept = int(np.count_nonzero(decisions.column("keep").to_numpy(zero_copy_only=False)))
-        stage.detail = f"{kept:,} of {decisions.num_rows:,} pairs kept"
+        selected = select_stage(fr)
+        stage.detail = f"{selected['kept']:,} of {selected['rows']:,} pairs kept"
     with fr.progress.stage("write", UnitsWritten(fr.run, fr.units)):
-        records = write_stage(fr, decisions)
+        records = write_stage(fr)
     counts = manifest_mod.count_outcomes(records)
     truth = manifest_mod.ground_truth(records, fr.truth_column)
     if report:
-        from .report import write_report
-
-        t1 = time.perf_counter()
-        with fr.progress.stage("report"):
-            write_report(fr.run, decisions, counts, truth)
-        fr.stage("report", time.perf_counter() - t1)
+        report_stage(fr, selected, counts, truth)
     fr.stage("total", time.perf_counter() - t0)
     codes = fr.run.join("_state", "sketch.json").read_json().get("language_codes", {})
-    manifest = manifest_mod.build(
-        fr.cfg, fr.run, counts, truth, fr.timings, fr.skipped, _scores_summary(decisions), codes
-    )
+    scores = {"scored": selected["scored"], "mean": selected["mean"]}
+    manifest = manifest_mod.build(fr.cfg, fr.run, counts, truth, fr.timings, fr.skipped, scores, codes)
     fr.run.join("manifest.json").write_json(manifest)
     return manifest
-
-
-def _scores_summary(decisions: pa.Table) -> dict[str, Any]:
-    scores = decisions.column("score").to_numpy(zero_copy_only=False)
-    finite = scores[np.isfinite(scores)]
-    return {"scored": int(finite.size), "mean": float(finite.mean()) if finite.size else None}

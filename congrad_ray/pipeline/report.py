@@ -286,6 +286,13 @@ def diagnosis_markdown(diagnosis: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def write_report_from_scores(run_uri: str, counts: dict[str, Any], truth: dict[str, Any] | None) -> None:
+    """Ray task body (pipeline/select_run.py): :func:`write_report` over the run's ``scores.parquet``."""
+    run = Location.of(run_uri)
+    columns = ["id", "lang", "status", "score", "keep"]
+    write_report(run, run.join("scores.parquet").read_table(columns), counts, truth)
+
+
 def write_report(
     run: Location, decisions: pa.Table, counts: dict[str, Any], truth: dict[str, Any] | None = None
 ) -> Location:

@@ -1,4 +1,5 @@
-"""Score every sketched pair against ``g*`` (on the driver, or Ray Data over a large sketch store) and decide.
+"""Score every sketched pair against ``g*`` (in the select task's process, or Ray Data over a large sketch store)
+and decide (the select task: pipeline/select_run.py).
 
 ``score`` is what the rule ranks by; ``gradient_score`` is the pair's cosine (or dot) with ``g*`` whatever the score
 kind (the two differ for ``hybrid`` and ``margin``, which also read the policy's own margin from the sketch store).
@@ -60,7 +61,7 @@ def score_all(
     """``(id, _row, lang, status, score, loss, margin, policy_margin, n_tokens)`` for every row of the sketch store,
     sorted by id; ``score`` is the gradient score (cosine, or dot for ``kind`` dot).
 
-    A store of at most ``driver_max_mb`` is read and scored here, one bucket file at a time (a second Ray Data job
+    A store of at most ``driver_max_mb`` is read and scored in this process, one bucket file at a time (a second Ray Data job
     costs seconds of scheduling for a few megabytes); a larger one is scored by Ray Data tasks next to the data.
     Both apply the same ``score_batch`` to the same files, so they give the same table.
     """

@@ -37,12 +37,15 @@ def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
-def unit_decisions(decisions: pa.Table, unit: Unit) -> pa.Table:
-    """The decisions of ``unit``'s rows: its key range ``[row_key(start), row_key(stop))`` (keys sort by file, then
-    row), found by comparisons on the whole column, not by a Python pass over it."""
-    keys = decisions.column("_row")
+DECISION_COLUMNS = ["_row", "id", "status", "keep", "reason", "score"]
+
+
+def unit_decisions(scores: Location, unit: Unit) -> pa.Table:
+    """The decisions of ``unit``'s rows, read from ``scores.parquet`` (sorted by ``_row``): its key range
+    ``[row_key(start), row_key(stop))`` (keys sort by file, then row), so only the row groups holding it are read."""
     lo, hi = row_key(unit.file_index, unit.start), row_key(unit.file_index, unit.stop)
-    return decisions.filter(pc.and_(pc.greater_equal(keys, lo), pc.less(keys, hi)))
+    key = pc.field("_row")
+    return scores.read_table(DECISION_COLUMNS, filter=(key >= lo) & (key < hi))
 
 
 def _aligned(table: pa.Table, keys: pa.ChunkedArray) -> tuple[pa.Table, pa.Array]:
@@ -118,13 +121,11 @@ def truth_counts(outcome: list[str], reason: list[str], langs: list[str | None],
     return [[o, lang, flag, n] for (o, lang, flag), n in sorted(cells.items(), key=lambda kv: repr(kv[0]))]
 
 
-def write_units(batch: dict[str, np.ndarray], spec: WriteSpec, decisions_ref: Any) -> dict[str, np.ndarray]:
-    """Ray Data ``map_batches`` body over unit descriptors; ``decisions_ref`` holds the decision table."""
-    import ray
-
-    decisions: pa.Table = ray.get(decisions_ref)
+def write_units(batch: dict[str, np.ndarray], spec: WriteSpec) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` body over unit descriptors; each unit reads its own decisions."""
+    scores = Location.of(spec.run_uri).join("scores.parquet")
     records = []
     for j in range(len(batch["index"])):
         unit = unit_from_item({k: v[j] for k, v in batch.items()})
-        records.append(split_unit(unit, spec, unit_decisions(decisions, unit)))
+        records.append(split_unit(unit, spec, unit_decisions(scores, unit)))
     return {"unit": np.array([r["unit"] for r in records]), "rows": np.array([r["rows"] for r in records])}
