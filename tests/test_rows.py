@@ -101,7 +101,7 @@ def test_the_filter_quarantines_invalid_utf8_rows(tmp_path, tiny_dir):
     )
     pq.write_table(table, tmp_path / "in.parquet")
     units, _ = plan_units([Location.of(str(tmp_path / "in.parquet"))], 100, "lang")
-    spec = PrepareSpec(RULES, str(tiny_dir), 64, "keep_start", (0, 2), str(tmp_path / "run"))
+    spec = PrepareSpec(RULES, (0, 2), str(tmp_path / "run"))
     prepared = prepare_unit(units[0], spec)
     status = pq.read_table(tmp_path / "run" / "rows" / f"{units[0].name}.parquet").to_pylist()
     assert [s["reason"] for s in status] == [None, "invalid_utf8_prompt", None]
@@ -121,7 +121,8 @@ def _no_assistant_template(tiny_dir, tmp_path):
 
 
 def test_an_empty_completion_is_refused_by_the_filter_and_the_dpo_step_alike(tmp_path, tiny_dir):
-    from congrad_ray.pipeline.prepare import PrepareSpec, prepare_unit
+    from congrad_ray.models import load_tokenizer
+    from congrad_ray.pipeline.prepare import PrepareSpec, prepare_unit, tokenize_prepared
     from congrad_ray.pipeline.units import plan_units
     from congrad_ray.storage import Location
     from congrad_ray.train.data import REASON, prepare_rows
@@ -139,7 +140,9 @@ def test_an_empty_completion_is_refused_by_the_filter_and_the_dpo_step_alike(tmp
     )
     pq.write_table(table, tmp_path / "in.parquet")
     units, _ = plan_units([Location.of(str(tmp_path / "in.parquet"))], 100, "lang")
-    prepare_unit(units[0], PrepareSpec(RULES, str(model), 64, "keep_start", (0, 1), str(tmp_path / "run")))
+    prepared = prepare_unit(units[0], PrepareSpec(RULES, (0, 1), str(tmp_path / "run")))
     status = pq.read_table(tmp_path / "run" / "rows" / f"{units[0].name}.parquet")
+    assert status.column("reason").to_pylist() == [None]  # the row checks pass: the tokens are the sketch actor's
+    _, reasons = tokenize_prepared(load_tokenizer(str(model)), prepared, 64, "keep_start")
     train = prepare_rows(table, TrainSpec(str(model), None, False, "id", "lang", 64, "keep_start"), "train")
-    assert status.column("reason").to_pylist() == train.column(REASON).to_pylist() == ["empty_completion"]
+    assert reasons == train.column(REASON).to_pylist() == ["empty_completion"]

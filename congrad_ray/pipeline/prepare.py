@@ -1,12 +1,16 @@
-"""Stage A (CPU tasks): read a unit, validate every row, tokenise the valid ones, record every row's status.
+"""Stage A (CPU tasks): read a unit, validate every row, record every row's status; the valid rows flow on, as
+text, to the sketch actors, grouped by id-hash bucket, which tokenise them (:func:`tokenize_prepared`).
 
 The status file ``rows/<unit>.parquet`` (``_row, id, lang, reason, lang_input``) is written atomically for every
-unit; ``lang`` is the canonical code and ``lang_input`` the value as the input wrote it, where they differ. The
-valid, tokenised rows flow on to the sketch actors, grouped by id-hash bucket.
+unit; ``lang`` is the canonical code and ``lang_input`` the value as the input wrote it, where they differ. Reasons
+found from the tokens (``empty_completion``, ``prompt_too_long``) are the sketch store's status of the row instead:
+tokenising after the group-by, not before it, takes the corpus's tokenisation out of the barrier that idles every
+sketch actor until the whole input has been read (issue 11).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +23,6 @@ from ..storage import Location
 from ..tokenization import TokenizedPair, tokenize_pairs
 from .units import Unit, read_unit, unit_from_item
 
-TOKENS = pa.list_(pa.int32())
 STATUS_SCHEMA = pa.schema(
     [
         ("_row", pa.string()),
@@ -29,30 +32,28 @@ STATUS_SCHEMA = pa.schema(
         ("lang_input", pa.string()),
     ]
 )
+TEXTS = ("prompt", "chosen", "rejected")
 PREPARED_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("_row", pa.string()),
         ("lang", pa.string()),
         ("bucket", pa.int64()),
-        ("prompt_ids", TOKENS),
-        ("chosen_ids", TOKENS),
-        ("rejected_ids", TOKENS),
+        ("prompt", pa.string()),  # plain text, or a conversation (a list of messages) as JSON when ``messages``
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("messages", pa.bool_()),
         ("ref_chosen", pa.float64()),
         ("ref_rejected", pa.float64()),
     ]
 )
 
-_TOKENIZERS: dict[str, Any] = {}
 _EARLIER: dict[str, pa.Array] = {}  # per worker process: the ids of the earlier segments, fetched once
 
 
 @dataclass(frozen=True)
 class PrepareSpec:
     rules: RowRules
-    tokenizer_path: str
-    max_length: int | None
-    truncation_mode: str
     buckets: tuple[int, int]  # (first bucket, count) of the segment being prepared (pipeline/segments.py)
     run_uri: str
     skip_buckets: frozenset[int] = frozenset()
@@ -68,13 +69,6 @@ class PrepareSpec:
             _EARLIER.clear()
             _EARLIER[key] = ray.get(self.earlier_ids)
         return _EARLIER[key]
-
-    def tokenizer(self) -> Any:
-        if self.tokenizer_path not in _TOKENIZERS:
-            from ..models import load_tokenizer
-
-            _TOKENIZERS[self.tokenizer_path] = load_tokenizer(self.tokenizer_path)
-        return _TOKENIZERS[self.tokenizer_path]
 
 
 def prepare_units(batch: dict[str, np.ndarray], spec: PrepareSpec) -> pa.Table:
@@ -95,7 +89,10 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
         _write_status(spec, unit, [(k, None, None, reason, None) for k in keys])
         return PREPARED_SCHEMA.empty_table()
     keys = table.column("_row").to_pylist()
-    rows, checks, pairs = _check_and_tokenize(table, spec)
+    rows, undecodable = decode_rows(table)
+    checks = [
+        (None, None, bad) if bad is not None else check_row(row, spec.rules) for row, bad in zip(rows, undecodable)
+    ]
     if (earlier := spec.earlier()) is not None:  # an id an earlier segment has: that row won (the smaller _row)
         ids = pa.array([c[0] for c in checks], pa.string())
         repeated = pc.fill_null(pc.is_in(ids, value_set=earlier), False).to_pylist()
@@ -105,14 +102,10 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
         ]
     status, prepared = [], {name: [] for name in PREPARED_SCHEMA.names}
     refs = spec.rules.ref_columns
-    for j, (key, row, (sample_id, lang, reason)) in enumerate(zip(keys, rows, checks)):
+    for key, row, (sample_id, lang, reason) in zip(keys, rows, checks):
         if row is None:
             status.append((key, None, None, reason, None))
             continue
-        if reason is None:
-            pair = pairs[j]
-            lens = (len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids))
-            reason = check_tokens(*lens, spec.max_length, spec.truncation_mode)
         raw_lang = row.get(spec.rules.lang_column)
         status.append((key, sample_id, lang, reason, raw_lang if lang is not None and raw_lang != lang else None))
         if reason is not None:
@@ -120,14 +113,14 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
         bucket = spec.buckets[0] + bucket_of(sample_id, spec.buckets[1])
         if bucket in spec.skip_buckets:
             continue
+        messages = not isinstance(row["prompt"], str)
         for name, value in (
             ("id", sample_id),
             ("_row", key),
             ("lang", lang),
             ("bucket", bucket),
-            ("prompt_ids", pair.prompt_ids),
-            ("chosen_ids", pair.chosen_ids),
-            ("rejected_ids", pair.rejected_ids),
+            *((c, json.dumps(row[c]) if messages else row[c]) for c in TEXTS),
+            ("messages", messages),
             ("ref_chosen", float(row[refs[0]]) if refs else float("nan")),
             ("ref_rejected", float(row[refs[1]]) if refs else float("nan")),
         ):
@@ -136,16 +129,23 @@ def prepare_unit(unit: Unit, spec: PrepareSpec) -> pa.Table:
     return pa.Table.from_pydict(prepared, schema=PREPARED_SCHEMA)
 
 
-def _check_and_tokenize(table: pa.Table, spec: PrepareSpec) -> tuple[list, list, dict[int, TokenizedPair]]:
-    """Every row decoded and checked, in row order (``(id, lang, reason)``; an undecodable row is ``None`` with its
-    reason), and the valid ones tokenised in one batch (:func:`tokenize_pairs`), by row position."""
-    rows, undecodable = decode_rows(table)
-    checks = [
-        (None, None, bad) if bad is not None else check_row(row, spec.rules) for row, bad in zip(rows, undecodable)
+def tokenize_prepared(
+    tokenizer: Any, rows: pa.Table, max_length: int | None, truncation_mode: str
+) -> tuple[list[TokenizedPair], list[str | None]]:
+    """The prepared ``rows`` (:data:`PREPARED_SCHEMA`) tokenised in one batch (:func:`tokenize_pairs`), and per row
+    the reason its tokens cannot be trained on (:func:`check_tokens`), or None."""
+    columns = [rows.column(c).to_pylist() for c in TEXTS]
+    messages = rows.column("messages").to_pylist()
+    texts = [
+        tuple(json.loads(v) for v in values) if conversational else values
+        for conversational, values in zip(messages, zip(*columns))
     ]
-    valid = [j for j, (_, _, reason) in enumerate(checks) if reason is None]
-    texts = [(rows[j]["prompt"], rows[j]["chosen"], rows[j]["rejected"]) for j in valid]
-    return rows, checks, dict(zip(valid, tokenize_pairs(spec.tokenizer(), texts)))
+    pairs = tokenize_pairs(tokenizer, texts)
+    reasons = [
+        check_tokens(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids), max_length, truncation_mode)
+        for p in pairs
+    ]
+    return pairs, reasons
 
 
 def _write_status(spec: PrepareSpec, unit: Unit, status: list[tuple]) -> None:

@@ -8,6 +8,7 @@ kind (the two differ for ``hybrid`` and ``margin``, which also read the policy's
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -55,31 +56,42 @@ def score_batch(batch: pa.Table, g_star: np.ndarray, kind: str, per_language: di
     return rest.append_column("score", pa.array(values, pa.float64())).select(SCORE_COLUMNS)
 
 
+SCORE_FILES_PER_TASK = 16  # bucket files one Ray Data scoring task reads: a task per file costs more than it scores
+
+
+def score_files(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
+    """Score whole sketch-store files (``batch["uri"]``), one after the other: :func:`score_batch` of each."""
+    tables = [score_batch(Location.of(str(uri)).read_table(), **kwargs) for uri in batch["uri"]]
+    return pa.concat_tables([SCORE_SCHEMA.empty_table(), *(t.cast(SCORE_SCHEMA) for t in tables)])
+
+
 def score_all(
     run: Location, g_star: np.ndarray, kind: str, per_language: dict | None = None, driver_max_mb: float = 0.0
 ) -> pa.Table:
     """``(id, _row, lang, status, score, loss, margin, policy_margin, n_tokens)`` for every row of the sketch store,
     sorted by id; ``score`` is the gradient score (cosine, or dot for ``kind`` dot).
 
-    A store of at most ``driver_max_mb`` is read and scored in this process, one bucket file at a time (a second Ray Data job
-    costs seconds of scheduling for a few megabytes); a larger one is scored by Ray Data tasks next to the data.
-    Both apply the same ``score_batch`` to the same files, so they give the same table.
+    A store of at most ``driver_max_mb`` is read and scored in this process, one bucket file at a time (a Ray Data
+    job costs seconds of scheduling for a few megabytes); a larger one by Ray Data tasks of
+    ``SCORE_FILES_PER_TASK`` files each, next to the data. Both run :func:`score_files` on the same files, so they
+    give the same table.
     """
     files = run.join("sketches").list(".parquet")
     if not files:
         return SCORE_SCHEMA.empty_table()
     kwargs = {"g_star": g_star, "kind": kind, "per_language": per_language}
+    uris = [f.uri for f in files]
     if sum(f.size() for f in files) <= driver_max_mb * 2**20:
-        tables = [score_batch(f.read_table(), **kwargs) for f in files]
+        tables = [score_files({"uri": np.array(uris)}, **kwargs)]
     else:
         import ray
         import ray.data
 
-        ds = ray.data.read_parquet([f.uri for f in files]).map_batches(
-            score_batch, batch_format="pyarrow", fn_kwargs=kwargs
+        tasks = -(-len(uris) // SCORE_FILES_PER_TASK)
+        ds = ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=tasks).map_batches(
+            score_files, batch_size=SCORE_FILES_PER_TASK, batch_format="numpy", fn_kwargs=kwargs
         )
         tables = ray.get(ds.to_arrow_refs())
-    tables = [t.cast(SCORE_SCHEMA) for t in tables if t.num_rows]
     return pa.concat_tables([SCORE_SCHEMA.empty_table(), *tables]).sort_by([("id", "ascending"), ("_row", "ascending")])
 
 

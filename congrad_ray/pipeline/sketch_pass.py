@@ -1,5 +1,6 @@
 """The sketch stage, driver side: per input segment (pipeline/segments.py), unit descriptors -> prepare tasks (status
-files, tokens) -> id-hash group-by -> the sketch actor pool (pipeline/sketch_stage.py); then ``_state/sketch.json``.
+files, valid rows as text) -> id-hash group-by -> the sketch actor pool, which tokenises and sketches each bucket
+(pipeline/sketch_stage.py); then ``_state/sketch.json``.
 
 A segment whose buckets are all done (and whose units all have status files) is skipped; within a segment, done
 buckets are skipped: a re-submitted or appended run sketches only what is missing.
@@ -13,7 +14,6 @@ from typing import Any
 import pyarrow.compute as pc
 
 from ..core.rows import RowRules
-from ..models import resolve_model_path
 from ..storage import Location
 from .prepare import PrepareSpec, prepare_units
 from .segments import earlier_ids
@@ -80,9 +80,6 @@ def _sketch_segment(
     refs = (i.ref_chosen_column, i.ref_rejected_column) if cfg.model.reference == "columns" else None
     spec = PrepareSpec(
         rules=RowRules(i.id_column, i.lang_column, known, refs),
-        tokenizer_path=resolve_model_path(cfg.model.name_or_path),
-        max_length=cfg.dpo.max_length,
-        truncation_mode=cfg.dpo.truncation_mode,
         buckets=buckets,
         run_uri=fr.run.uri,
         skip_buckets=frozenset(done),

@@ -1,7 +1,8 @@
 """Stage B (actors, GPU when there is one): one id-hash bucket at a time -> ``S(g_i)`` for every pair.
 
 Inside a bucket, duplicates of an id keep the row with the smallest ``_row`` and the others are recorded as
-``duplicate_id``; pairs are ordered by (length, id) and cut into micro-batches, so each pair's sketch depends on the
+``duplicate_id``; the kept rows are tokenised (a pair whose tokens cannot be trained on is recorded with that
+reason: ``empty_completion``, ``prompt_too_long``); pairs are ordered by (length, id) and cut into micro-batches, so each pair's sketch depends on the
 bucket's content only, never on which actor or which block it came in. Two files per bucket, each atomic:
 ``sketches/<bucket>.parquet`` (id, _row, lang, status, sketch, loss, margin, policy_margin, n_tokens) and then
 ``partials/<bucket>.parquet`` (per-language sum and count, float64, summed in id order), whose presence marks the
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from ..config import FilterConfig
@@ -26,6 +28,7 @@ from ..core import LanguageSums
 from ..errors import ConfigError
 from ..storage import Location
 from ..tokenization import TokenizedPair
+from .prepare import tokenize_prepared
 from .sketch_codec import encode_sketches
 
 
@@ -70,6 +73,7 @@ class GradientSketcher:
             self.error = str(e)
             return
         self.batch_size = cfg.resources.batch_size
+        self.max_length, self.truncation_mode = cfg.dpo.max_length, cfg.dpo.truncation_mode
         self.store_dtype = cfg.sketch.store_dtype
         self.use_ref_columns = self.engine.reference_mode == "columns"
         self.run = Location.of(run_uri)
@@ -86,20 +90,19 @@ class GradientSketcher:
     def _sketch_bucket(self, bucket: int, group: pa.Table) -> dict[str, np.ndarray]:
         started, start = time.time(), time.perf_counter()
         winners, duplicates = _deduplicate(group)
-        n_pairs, n_duplicates = winners.num_rows, duplicates.num_rows
-        sketch_table, sums = self._sketch_rows(winners)
-        dup_table = pa.table(
-            {
-                "id": duplicates.column("id"),
-                "_row": duplicates.column("_row"),
-                "lang": duplicates.column("lang"),
-                "status": pa.array(["duplicate_id"] * duplicates.num_rows, pa.string()),
-            }
-        )
-        out = pa.concat_tables([sketch_table, dup_table], promote_options="default")
+        pairs, reasons = tokenize_prepared(self.engine.tokenizer, winners, self.max_length, self.truncation_mode)
+        usable = pa.array([r is None for r in reasons], pa.bool_())
+        n_pairs, n_duplicates = sum(r is None for r in reasons), duplicates.num_rows
+        sketch_table, sums = self._sketch_rows(winners.filter(usable), [p for p, r in zip(pairs, reasons) if r is None])
+        unusable = winners.filter(pc.invert(usable))
+        rejected = [
+            _status_rows(duplicates, ["duplicate_id"] * n_duplicates),
+            _status_rows(unusable, [r for r in reasons if r is not None]),
+        ]
+        out = pa.concat_tables([sketch_table, *rejected], promote_options="default")
         self.run.join("sketches", f"{bucket_name(bucket)}.parquet").write_table(out)
         self.run.join("partials", f"{bucket_name(bucket)}.parquet").write_table(partials_table(sums))
-        del group, winners, duplicates, sketch_table, dup_table, out
+        del group, winners, duplicates, unusable, sketch_table, rejected, out
         _return_freed_memory()
         summary = self._summary(bucket, n_pairs, n_duplicates, started, time.perf_counter() - start)
         return {**summary, "error": np.array([""])}
@@ -121,14 +124,12 @@ class GradientSketcher:
             "peak_rss_mb": np.array([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]),
         }
 
-    def _sketch_rows(self, rows: pa.Table) -> tuple[pa.Table, LanguageSums]:
-        """Sketch every row (micro-batches in (length, id) order); results and partial sums in id order."""
-        data = rows.to_pydict()
+    def _sketch_rows(self, rows: pa.Table, tokens: list[TokenizedPair]) -> tuple[pa.Table, LanguageSums]:
+        """Sketch every row (its ``tokens``; micro-batches in (length, id) order); results and partial sums in id
+        order."""
+        data = rows.select(["id", "_row", "lang", "ref_chosen", "ref_rejected"]).to_pydict()
         n = rows.num_rows
-        lengths = [
-            len(p) + max(len(c), len(r))
-            for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"])
-        ]
+        lengths = [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in tokens]
         order = sorted(range(n), key=lambda i: (lengths[i], data["id"][i]))
         k = self.engine.sketch.k
         sketches = torch.zeros(n, k)
@@ -136,7 +137,7 @@ class GradientSketcher:
         policy_margin = torch.full((n,), float("nan"), dtype=torch.float64)
         for s in range(0, n, self.batch_size):
             idx = order[s : s + self.batch_size]
-            pairs = [TokenizedPair(data["prompt_ids"][i], data["chosen_ids"][i], data["rejected_ids"][i]) for i in idx]
+            pairs = [tokens[i] for i in idx]
             ref = None
             if self.use_ref_columns:
                 ref = torch.tensor([data["ref_chosen"][i] for i in idx] + [data["ref_rejected"][i] for i in idx])
@@ -179,6 +180,18 @@ def sketch_errors(summaries: list[dict]) -> ConfigError | None:
     """The user errors the sketch actors returned, as one :class:`ConfigError` (each problem once), or None."""
     problems = sorted({line for s in summaries if s["error"] for line in str(s["error"]).splitlines()})
     return ConfigError(problems) if problems else None
+
+
+def _status_rows(rows: pa.Table, status: list[str]) -> pa.Table:
+    """Rows stored without a sketch, with why: ``duplicate_id``, or a reason from their tokens."""
+    return pa.table(
+        {
+            "id": rows.column("id"),
+            "_row": rows.column("_row"),
+            "lang": rows.column("lang"),
+            "status": pa.array(status, pa.string()),
+        }
+    )
 
 
 def _deduplicate(group: pa.Table) -> tuple[pa.Table, pa.Table]:
