@@ -202,8 +202,8 @@ def peak_rss(rows_small: int, rows_large: int) -> Iterator[dict[str, Any]]:
 
 
 def tokenize_speed(rows: int) -> Iterator[dict[str, Any]]:
-    """The read stage's batched tokenisation against one pair at a time (TRL's way, its twin), side by side on the
-    same demo rows: the stage every bucket waits for (the id-hash group-by needs every row tokenised)."""
+    """The sketch actor's batched tokenisation of a bucket against one pair at a time (TRL's way, its twin), side
+    by side on the same demo rows (the actor pays it per bucket, before its model work)."""
     from congrad_ray.demo import CorpusSpec, generate_pairs
     from congrad_ray.models import load_tokenizer, resolve_model_path
     from congrad_ray.tokenization import tokenize_pair, tokenize_pairs
