@@ -91,17 +91,30 @@ def read_unit(unit: Unit) -> pa.Table:
     return table.append_column("_row", pa.array(keys, pa.string()))
 
 
+READ_BATCH_ROWS = 4096  # rows decoded at a time when a unit is cut out of a row group
+
+
 def _read_range(pf: pq.ParquetFile, start: int, stop: int) -> pa.Table:
+    """Rows ``[start, stop)`` of the file, decoded a batch at a time: a unit of a file written as one huge row
+    group (a 1M-row file often is) holds its own rows, never the whole group."""
     pieces, offset = [], 0
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         if offset + n > start and offset < stop:
-            t = pf.read_row_group(rg)
-            pieces.append(t.slice(max(0, start - offset), min(n, stop - offset) - max(0, start - offset)))
+            at = offset
+            for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[rg]):
+                lo, hi = max(at, start), min(at + batch.num_rows, stop)
+                if hi > lo:
+                    pieces.append(batch.slice(lo - at, hi - lo))
+                at += batch.num_rows
+                if at >= stop:
+                    break
         offset += n
         if offset >= stop:
             break
-    return pa.concat_tables(pieces, promote_options="permissive") if pieces else pf.schema_arrow.empty_table()
+    if not pieces:
+        return pf.schema_arrow.empty_table()
+    return pa.Table.from_batches(pieces).combine_chunks()
 
 
 def _first_line(e: BaseException) -> str:
