@@ -2,8 +2,9 @@
 
 Inside a bucket, duplicates of an id keep the row with the smallest ``_row`` and the others are recorded as
 ``duplicate_id``; the kept rows are tokenised (a pair whose tokens cannot be trained on is recorded with that
-reason: ``empty_completion``, ``prompt_too_long``); pairs are ordered by (length, id) and cut into micro-batches, so each pair's sketch depends on the
-bucket's content only, never on which actor or which block it came in. Two files per bucket, each atomic:
+reason: ``empty_completion``, ``prompt_too_long``); pairs are ordered by (length, id) and cut into micro-batches,
+so each pair's sketch depends on the bucket's content only, never on which actor or which block it came in. Two
+files per bucket, each atomic:
 ``sketches/<bucket>.parquet`` (id, _row, lang, status, sketch, loss, margin, policy_margin, n_tokens) and then
 ``partials/<bucket>.parquet`` (per-language sum and count, float64, summed in id order), whose presence marks the
 bucket done.
