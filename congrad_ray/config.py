@@ -96,7 +96,7 @@ class SketchSection(Section):
         "auto",
         description="per-layer sketch of per-sample weight gradients: fft (TensorSketch, never forms a per-sample "
         "gradient), explicit (forms one layer's per-sample blocks, bounded, then hashes), auto (the cheaper: fft for "
-        "wide layers, explicit when d_out*d_in is below ~25 k log2 k)",
+        "wide layers, explicit when d_out*d_in is below ~12 k log2 k)",
     )
 
     store_dtype: Literal["float32", "float16", "bfloat16"] = Field(

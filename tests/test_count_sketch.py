@@ -100,6 +100,29 @@ def test_outer_product_routes_equal_the_definition(n, t, d_out, d_in, k, method)
     torch.testing.assert_close(cs.sketch_outer("lin.weight", delta, x, method=method), explicit, rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    t=st.integers(1, 300),
+    d_out=st.integers(1, 12),
+    d_in=st.integers(1, 12),
+    k=st.sampled_from([8, 64]),
+    chunk_rows=st.sampled_from([1, 3, 128, 1 << 12]),
+    double=st.booleans(),
+)
+def test_fft_route_chunks_equal_the_definition(n, t, d_out, d_in, k, chunk_rows, double):
+    """The FFT route works ``_FFT_CHUNK_ROWS`` token rows at a time: whole samples when ``t`` is short, one sample's
+    tokens in pieces when it is long; any split, and either float width, gives the definition of ``S``."""
+    dtype = torch.float64 if double else torch.float32
+    cs = CountSketch(k, 3)
+    delta, x = _tensor(1, n, t, d_out).to(dtype), _tensor(2, n, t, d_in).to(dtype)
+    explicit = cs.sketch_matrix("lin.weight", torch.einsum("ntr,ntc->nrc", delta, x))
+    fast = cs.sketch_outer("lin.weight", delta, x, chunk_elems=chunk_rows * k, method="fft")
+    assert fast.dtype == dtype
+    tol = 1e-9 if double else 1e-4
+    torch.testing.assert_close(fast, explicit, rtol=tol, atol=tol * max(1.0, explicit.abs().max().item()))
+
+
 def test_auto_route_follows_the_cost_model():
     cs = CountSketch(4096, 0)
     assert cs.outer_method(256, 64, 64) == "explicit"  # narrow layer: forming bounded blocks is cheaper

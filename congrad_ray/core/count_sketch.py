@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -32,12 +33,15 @@ from torch import Tensor
 # (building it in cache-sized pieces is several times faster per element than in one big pass).
 _INDEX_CHUNK = 1 << 18
 # Cost model of :meth:`CountSketch.sketch_outer`, in GEMM multiply-adds: one unit of ``k log2 k`` work per token on
-# the FFT route (two real FFTs and a complex product), one input element count-sketched on that route, and one
-# element of a materialised per-sample block scattered on the explicit route. Measured on CPU (AVX2, MKL, fp32);
+# the FFT route (two real FFTs in cache and a complex product), one input element count-sketched on that route, and
+# one element of a materialised per-sample block scattered on the explicit route. Measured on CPU (AVX2, MKL, fp32,
+# one thread: ``python -m benchmarks --only routes`` times both routes per shape and reports the model's regret);
 # both routes are exact, so the model only picks the faster one.
-_MACS_PER_FFT_UNIT = 25.0
+_MACS_PER_FFT_UNIT = 12.0
 _MACS_PER_SKETCHED_INPUT = 45.0
 _MACS_PER_SCATTERED_ENTRY = 40.0
+# Token rows per chunk on the FFT route: two [rows, k] float sketches and their spectra then fit in cache.
+_FFT_CHUNK_ROWS = 128
 
 
 def stream_seed(seed: int, name: str, axis: str) -> int:
@@ -53,11 +57,11 @@ class AxisHash:
     signed_index: Tensor
     k: int
 
-    @property
+    @cached_property
     def bucket(self) -> Tensor:
         return self.signed_index % self.k
 
-    @property
+    @cached_property
     def sign(self) -> Tensor:
         return 1.0 - 2.0 * (self.signed_index >= self.k).to(torch.float32)
 
@@ -204,24 +208,38 @@ class CountSketch:
         return "explicit" if explicit < fft else "fft"
 
     def _outer_fft(self, delta: Tensor, x: Tensor, h_out: AxisHash, h_in: AxisHash, chunk_elems: int) -> Tensor:
+        """The TensorSketch route, ``_FFT_CHUNK_ROWS`` token rows at a time (whole samples, or one sample's tokens in
+        pieces), so the two ``[rows, k]`` token sketches and their spectra stay in cache; the buffers are allocated
+        once per call and reused, and the token sum is taken in the frequency domain: one inverse FFT per sample."""
         n, t, d_out = delta.shape
-        samples_per_chunk = max(1, chunk_elems // max(t * self.k, 1))
-        out = delta.new_empty(n, self.k)
-        for s0 in range(0, n, samples_per_chunk):
-            d_chunk, x_chunk = delta[s0 : s0 + samples_per_chunk], x[s0 : s0 + samples_per_chunk]
-            m = d_chunk.shape[0]
-            a = torch.fft.rfft(self._sketch_rows(d_chunk.reshape(m * t, d_out), h_out))
-            b = torch.fft.rfft(self._sketch_rows(x_chunk.reshape(m * t, -1), h_in))
-            spectrum = a.mul_(b).view(m, t, -1).sum(dim=1)
-            out[s0 : s0 + m] = torch.fft.irfft(spectrum, n=self.k)
-        return out
+        d_in = x.shape[-1]
+        rows = max(1, min(_FFT_CHUNK_ROWS, chunk_elems // self.k))
+        tokens = min(t, rows)  # tokens of one sample per chunk
+        samples = max(1, rows // t) if t <= rows else 1
+        a, b = delta.new_empty(samples * tokens, self.k), delta.new_empty(samples * tokens, self.k)
+        complex_dtype = torch.complex128 if delta.dtype == torch.float64 else torch.complex64
+        a_hat = torch.empty(samples * tokens, self.k // 2 + 1, dtype=complex_dtype, device=delta.device)
+        b_hat = torch.empty_like(a_hat)
+        spectrum = torch.zeros(n, self.k // 2 + 1, dtype=complex_dtype, device=delta.device)
+        for s0 in range(0, n, samples):
+            m = min(samples, n - s0)
+            for t0 in range(0, t, tokens):
+                span = min(tokens, t - t0)
+                r = m * span
+                self._sketch_rows_into(a[:r], delta[s0 : s0 + m, t0 : t0 + span].reshape(r, d_out), h_out)
+                self._sketch_rows_into(b[:r], x[s0 : s0 + m, t0 : t0 + span].reshape(r, d_in), h_in)
+                torch.fft.rfft(a[:r], out=a_hat[:r])
+                torch.fft.rfft(b[:r], out=b_hat[:r])
+                spectrum[s0 : s0 + m] += a_hat[:r].mul_(b_hat[:r]).view(m, span, -1).sum(dim=1)
+        return torch.fft.irfft(spectrum, n=self.k)
 
-    def _sketch_rows(self, v: Tensor, h: AxisHash) -> Tensor:
-        """``CS(v)`` along the last dim, ``[M, n] -> [M, k]``; signs applied to ``v`` when ``n < 2k`` (cheaper than
-        zeroing and folding ``2k`` buckets per row)."""
+    def _sketch_rows_into(self, out: Tensor, v: Tensor, h: AxisHash) -> None:
+        """``out [M, k] = CS(v [M, n])`` in place; signs are applied to ``v`` when ``n < 2k`` (cheaper than zeroing
+        and folding ``2k`` buckets per row)."""
         if v.shape[1] >= 2 * self.k:
-            return self.sketch_axis(v, h)
-        return v.new_zeros(v.shape[0], self.k).index_add_(1, h.bucket, v * h.sign.to(v.dtype))
+            out.copy_(self.sketch_axis(v, h))
+            return
+        out.zero_().index_add_(1, h.bucket, v * h.sign.to(v.dtype))
 
     def _outer_explicit(self, delta: Tensor, x: Tensor, h_out: AxisHash, h_in: AxisHash, chunk_elems: int) -> Tensor:
         n, t, d_out = delta.shape
