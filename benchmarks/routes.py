@@ -63,19 +63,31 @@ def regret_figure(k: int, tokens: int, shapes: tuple, rounds: int, env: dict) ->
     for d_out, d_in in shapes:
         delta = torch.randn(samples, tokens, d_out, generator=gen)
         x = torch.randn(samples, tokens, d_in, generator=gen)
-        t = medians({r: (lambda r=r: cs.sketch_outer("w", delta, x, method=r)) for r in ("fft", "explicit")}, rounds)
+        routes = ("fft", "explicit")
+        t = medians({r: (lambda r=r, d=delta, x=x: cs.sketch_outer("w", d, x, method=r)) for r in routes}, rounds)
         pick = cs.outer_method(tokens, d_out, d_in)
         picked_total += t[pick]
         best_total += min(t.values())
-        rows[f"{d_out}x{d_in}"] = {"fft_ms": round(t["fft"] * 1e3, 2), "explicit_ms": round(t["explicit"] * 1e3, 2),
-                                   "model_picks": pick, "faster": min(t, key=t.get)}
+        rows[f"{d_out}x{d_in}"] = {
+            "fft_ms": round(t["fft"] * 1e3, 2),
+            "explicit_ms": round(t["explicit"] * 1e3, 2),
+            "model_picks": pick,
+            "faster": min(t, key=t.get),
+        }
     return figure(
         f"route_model_regret_k{k}_t{tokens}",
         "ratio",
         picked_total / best_total,
         "<= 1.1",
-        {**env, "k": k, "tokens": tokens, "samples": samples, "rounds": rounds, "shapes": rows,
-         "ratio_is": "sum over shapes of the time of the route the cost model picks / of the faster route"},
+        {
+            **env,
+            "k": k,
+            "tokens": tokens,
+            "samples": samples,
+            "rounds": rounds,
+            "shapes": rows,
+            "ratio_is": "sum over shapes of the time of the route the cost model picks / of the faster route",
+        },
         GROUP,
     )
 
@@ -98,15 +110,31 @@ def fft_figures(k: int, rounds: int, env: dict) -> Iterator[dict[str, Any]]:
 
     t = medians({"whole": whole, "chunked": chunked}, max(rounds, 3))
     us = {name: round(v / 1024 * 1e6, 2) for name, v in t.items()}
-    yield figure(f"fft_batch_spill_ratio_k{k}", "ratio", t["whole"] / t["chunked"], None,
-                 {**env, "k": k, "us_per_transform": us, "ratio_is": "1,024 rows at once / 128 rows at a time"}, GROUP)
+    yield figure(
+        f"fft_batch_spill_ratio_k{k}",
+        "ratio",
+        t["whole"] / t["chunked"],
+        None,
+        {**env, "k": k, "us_per_transform": us, "ratio_is": "1,024 rows at once / 128 rows at a time"},
+        GROUP,
+    )
 
     cs = CountSketch(k, seed=0, route="fft")
     delta, x = torch.randn(8, 128, 512, generator=gen), torch.randn(8, 128, 512, generator=gen)
     route = medians({"route": lambda: cs.sketch_outer("w", delta, x)}, max(rounds, 3))["route"]
     transforms = 2 * 8 * 128 * us["chunked"] * 1e-6
-    yield figure(f"fft_route_share_rfft_k{k}", "ratio", transforms / route, None,
-                 {**env, "k": k, "layer": "512x512", "route_ms": round(route * 1e3, 2),
-                  "rfft_ms": round(transforms * 1e3, 2),
-                  "ratio_is": "time of the route's 2 N T forward FFTs (measured per transform) / the route's time"},
-                 GROUP)
+    yield figure(
+        f"fft_route_share_rfft_k{k}",
+        "ratio",
+        transforms / route,
+        None,
+        {
+            **env,
+            "k": k,
+            "layer": "512x512",
+            "route_ms": round(route * 1e3, 2),
+            "rfft_ms": round(transforms * 1e3, 2),
+            "ratio_is": "time of the route's 2 N T forward FFTs (measured per transform) / the route's time",
+        },
+        GROUP,
+    )

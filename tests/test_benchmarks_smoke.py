@@ -116,3 +116,29 @@ def test_filter_1m_benchmark_quick_prints_its_figures():
     run = records[0]["details"]["run"]
     assert run["rows"] == 2000 and run["totals"]["kept"] + run["totals"]["dropped"] == 2000
     assert run["sketch_store_mb"] > 0 and run["first_bucket_after_s"] > 0
+
+
+@pytest.mark.integration  # a few seconds of CPU
+@pytest.mark.timeout(300)
+def test_routes_benchmark_quick_reports_the_cost_model_regret():
+    proc = _run_quick("routes")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = {r["bench"]: r for r in map(json.loads, filter(str.strip, proc.stdout.splitlines()))}
+    assert set(records) == {"route_model_regret_k1024_t32", "fft_batch_spill_ratio_k1024", "fft_route_share_rfft_k1024"}
+    regret = records["route_model_regret_k1024_t32"]
+    assert regret["value"] >= 1.0 and regret["goal"] == "<= 1.1"  # the picked route is never faster than the faster
+    for shape in regret["details"]["shapes"].values():
+        assert shape["model_picks"] in ("fft", "explicit") and shape["fft_ms"] > 0 and shape["explicit_ms"] > 0
+    assert 0 < records["fft_route_share_rfft_k1024"]["value"]
+
+
+@pytest.mark.integration  # a few seconds of CPU: three hash families on the quick model, one seed
+@pytest.mark.timeout(300)
+def test_maps_benchmark_quick_compares_hash_families_with_dense_jl():
+    proc = _run_quick("maps")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = {r["bench"]: r for r in map(json.loads, filter(str.strip, proc.stdout.splitlines()))}
+    assert set(records) == {f"map_rmse_vs_dense_jl_h128_{f}" for f in ("independent", "tensor", "tensor_q16")}
+    for record in records.values():
+        assert set(record) == KEYS and record["value"] > 0
+        assert 0 < record["details"]["rmse"]["shared_prefix"] < 0.5
