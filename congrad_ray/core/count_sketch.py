@@ -208,12 +208,15 @@ class CountSketch:
         return "explicit" if explicit < fft else "fft"
 
     def _outer_fft(self, delta: Tensor, x: Tensor, h_out: AxisHash, h_in: AxisHash, chunk_elems: int) -> Tensor:
-        """The TensorSketch route, ``_FFT_CHUNK_ROWS`` token rows at a time (whole samples, or one sample's tokens in
-        pieces), so the two ``[rows, k]`` token sketches and their spectra stay in cache; the buffers are allocated
-        once per call and reused, and the token sum is taken in the frequency domain: one inverse FFT per sample."""
+        """The TensorSketch route, on CPU ``_FFT_CHUNK_ROWS`` token rows at a time (whole samples, or one sample's
+        tokens in pieces), so the two ``[rows, k]`` token sketches and their spectra stay in cache (``chunk_elems / k``
+        rows elsewhere); the buffers are allocated once per call and reused, and the token sum is taken in the
+        frequency domain: one inverse FFT per sample."""
         n, t, d_out = delta.shape
         d_in = x.shape[-1]
-        rows = max(1, min(_FFT_CHUNK_ROWS, chunk_elems // self.k))
+        rows = max(1, chunk_elems // self.k)
+        if delta.device.type == "cpu":  # on an accelerator, fewer and larger transforms are faster
+            rows = min(rows, _FFT_CHUNK_ROWS)
         tokens = min(t, rows)  # tokens of one sample per chunk
         samples = max(1, rows // t) if t <= rows else 1
         a, b = delta.new_empty(samples * tokens, self.k), delta.new_empty(samples * tokens, self.k)
