@@ -15,11 +15,11 @@ One CPU thread, like the peers group. Per-route times are medians of interleaved
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._common import figure, setup_torch
+from .peers import timed_rounds
 
 GROUP = "routes"
 SHAPES = ((64, 64), (256, 256), (512, 512), (1376, 512), (512, 1376), (1024, 1024), (2752, 1024), (2048, 2048))
@@ -27,16 +27,8 @@ QUICK_SHAPES = ((64, 64), (256, 256), (512, 512))
 
 
 def medians(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each function, rounds interleaved after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median seconds per call of each function (:func:`peers.timed_rounds`: one warm-up each, rounds interleaved)."""
+    return {name: statistics.median(ts) for name, ts in timed_rounds(fns, (), rounds).items()}
 
 
 def run(quick: bool) -> Iterator[dict[str, Any]]:
