@@ -104,8 +104,8 @@ def test_outer_product_routes_equal_the_definition(n, t, d_out, d_in, k, method)
 @given(
     n=st.integers(1, 5),
     t=st.integers(1, 300),
-    d_out=st.integers(1, 12),
-    d_in=st.integers(1, 12),
+    d_out=st.integers(1, 40),  # up to 5k at k = 8: the one-axis sketch's signed 2k-bucket branch too
+    d_in=st.integers(1, 40),
     k=st.sampled_from([8, 64]),
     chunk_rows=st.sampled_from([1, 3, 128, 1 << 12]),
     double=st.booleans(),
@@ -121,6 +121,13 @@ def test_fft_route_chunks_equal_the_definition(n, t, d_out, d_in, k, chunk_rows,
     assert fast.dtype == dtype
     tol = 1e-9 if double else 1e-4
     torch.testing.assert_close(fast, explicit, rtol=tol, atol=tol * max(1.0, explicit.abs().max().item()))
+
+
+@pytest.mark.parametrize("method", ["fft", "explicit"])
+@pytest.mark.parametrize("n,t", [(0, 5), (3, 0)])
+def test_outer_product_of_nothing_is_zero(method, n, t):
+    out = CountSketch(16, 0).sketch_outer("w", torch.randn(n, t, 7), torch.randn(n, t, 9), method=method)
+    assert out.shape == (n, 16) and not out.any()
 
 
 def test_auto_route_follows_the_cost_model():

@@ -214,6 +214,8 @@ class CountSketch:
         frequency domain: one inverse FFT per sample."""
         n, t, d_out = delta.shape
         d_in = x.shape[-1]
+        if n == 0 or t == 0:
+            return delta.new_zeros(n, self.k)
         rows = max(1, chunk_elems // self.k)
         if delta.device.type == "cpu":  # on an accelerator, fewer and larger transforms are faster
             rows = min(rows, _FFT_CHUNK_ROWS)
