@@ -8,7 +8,11 @@ group measures that accuracy on the peers benchmark's model and batches, with ev
 to the exact per-sample gradients (bs=1 loop), so no fast route is involved:
 
 * ``independent``: an independent bucket and sign per weight entry (the textbook count sketch; no fast route);
-* ``tensor``: congrad-ray's ``S``, ``h(r, c) = h_out(r) + h_in(c) mod k``, signs ``s_out(r) s_in(c)``;
+* ``tensor``: the TensorSketch ``h(r, c) = h_out(r) + h_in(c) mod k``, signs ``s_out(r) s_in(c)``, every layer
+  hashed on its own;
+* ``engine``: congrad-ray's ``S`` itself (:meth:`CountSketch.sketch_matrix` with the layers sharing an input
+  declared as the sketch pass declares them: the same TensorSketch, with one ``h_in`` per input): two FFTs per token
+  for each input, not for each layer (its route work is per layer of a q/k/v group);
 * ``tensor_q{q}``: the same with ``h_in`` taking only ``q`` values (``h_in = g o h_q``): its fast route is one GEMM
   of ``d_out x q`` per token (``delta^T CS_q(x)``) and a small scatter;
 * ``kronecker_p{p}``: ``C_out G C_in^T`` with ``p x p`` count sketches, then an independent count sketch to ``k``
@@ -85,10 +89,45 @@ FAMILIES: dict[str, tuple[Family, Callable[[int, int, int, int], float]]] = {
 }
 
 
+# The engine's FFT route on a layer of a group of 3 sharing an input (a block's q/k/v): a third of the group's two
+# transforms per token, its own output sketch and a third of the input's.
+ENGINE_WORK = lambda d_out, d_in, k, t: (12 * k * math.log2(k) + 45 * (3 * d_out + d_in)) / 3  # noqa: E731
+
+
 def run(quick: bool) -> Iterator[dict[str, Any]]:
     env = {**setup_torch(), "quick": quick}
     for setting in QUICK if quick else FULL:
         yield from setting_figures(setting, env, quick)
+
+
+def engine_sketched(grads: dict[str, Any], shared: list[list[str]], k: int, seed: int) -> Any:
+    """``[N, k]``: the engine's ``S`` with seed ``seed`` applied by its definition, the ``shared`` weight names
+    declared as reading one input each."""
+    from congrad_ray.core import CountSketch
+
+    cs = CountSketch(k, seed)
+    for names in shared:
+        cs.share_input(names)
+    return sum(cs.sketch_matrix(f"{name}.weight", g) for name, g in grads.items())
+
+
+def shared_inputs(model: Any, linears: dict, ids: Any, mask: Any) -> list[list[str]]:
+    """The weight names that read one input, as the sketch pass finds them (from one forward of the slow twin)."""
+    from congrad_ray.core import CountSketch, sequence_gradients_loop
+
+    probe = CountSketch(2, 0)
+    sequence_gradients_loop(model, ids[:1], mask[:1], linears, probe)
+    groups: dict[str, list[str]] = {}
+    for name in linears:
+        groups.setdefault(probe.input_name(f"{name}.weight"), []).append(f"{name}.weight")
+    return list(groups.values())
+
+
+def family_sketch(name: str, grads: dict[str, Any], shared: list[list[str]], k: int, seed: int) -> Any:
+    """``[N, k]``: the family ``name`` of :data:`FAMILIES`, or ``"engine"``, applied to ``grads`` with ``seed``."""
+    if name == "engine":
+        return engine_sketched(grads, shared, k, seed)
+    return sketched(grads, FAMILIES[name][0], k, seed)
 
 
 def sketched(grads: dict[str, Any], family: Family, k: int, seed: int) -> Any:
@@ -115,13 +154,14 @@ def setting_figures(setting: Setting, env: dict, quick: bool) -> Iterator[dict[s
             name: (g.unsqueeze(1) if g.dim() == 2 else g.flatten(2)).double()
             for name, g in sequence_gradients_loop(model, ids, mask, linears).items()
         }
+        shared = shared_inputs(model, linears, ids, mask)
         gram = sum(g.flatten(1) @ g.flatten(1).T for g in grads.values())
         exact = pair_cosines(gram)
         rmse.setdefault("dense_jl", {})[label] = (dense_jl_rmse(gram, setting.k, 64), 0.0)
-        for name, (family, _) in families.items():
+        for name in [*families, "engine"]:
             per_seed = [
                 (pair_cosines(s @ s.T) - exact).pow(2).mean().item()
-                for s in (sketched(grads, family, setting.k, seed) for seed in range(setting.seeds))
+                for s in (family_sketch(name, grads, shared, setting.k, seed) for seed in range(setting.seeds))
             ]
             mean = sum(per_seed) / len(per_seed)
             spread = (sum((v - mean) ** 2 for v in per_seed) / max(len(per_seed) - 1, 1)) ** 0.5
@@ -132,7 +172,8 @@ def setting_figures(setting: Setting, env: dict, quick: bool) -> Iterator[dict[s
             )
         del grads
     layer = (512, 512)
-    for name, (_, extra) in families.items():
+    works = {name: work for name, (_, work) in families.items()} | {"engine": ENGINE_WORK}
+    for name, extra in works.items():
         dense = rmse["dense_jl"]["shared_prefix"][0]
         value, stderr = rmse[name]["shared_prefix"]
         yield figure(

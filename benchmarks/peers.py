@@ -53,8 +53,8 @@ class Setting:
 
 FULL = (
     Setting(512, 1376, 4, 8, 8, 128, 4096, 7, 8),
-    Setting(1024, 2752, 4, 16, 8, 128, 4096, 5, 4),
-    Setting(2048, 5504, 2, 32, 8, 128, 4096, 5, 2),  # 2 layers: the exact per-sample gradients take 3.2 GB here
+    Setting(1024, 2752, 4, 16, 8, 128, 4096, 5, 8),
+    Setting(2048, 5504, 2, 32, 8, 128, 4096, 5, 8),  # 2 layers: the exact per-sample gradients take 3.2 GB here
 )
 QUICK = (Setting(128, 344, 2, 2, 4, 32, 1024, 2, 1),)
 PROJECTIONS = (16, 12)

@@ -138,7 +138,7 @@ def test_maps_benchmark_quick_compares_hash_families_with_dense_jl():
     proc = _run_quick("maps")
     assert proc.returncode == 0, proc.stderr[-4000:]
     records = {r["bench"]: r for r in map(json.loads, filter(str.strip, proc.stdout.splitlines()))}
-    assert set(records) == {f"map_rmse_vs_dense_jl_h128_{f}" for f in ("independent", "tensor", "tensor_q16")}
+    assert set(records) == {f"map_rmse_vs_dense_jl_h128_{f}" for f in ("independent", "tensor", "tensor_q16", "engine")}
     for record in records.values():
         assert set(record) == KEYS and record["value"] > 0
         assert 0 < record["details"]["rmse"]["shared_prefix"] < 0.5

@@ -31,9 +31,9 @@ ROUTES = ["fft", "explicit"]  # TensorSketch (never forms g_i) and blockwise GEM
 
 
 def _assert_twins_agree(model, batch, ref, linears, k=512, route="auto"):
-    cs = CountSketch(k, seed=11, route=route)
-    fast = sketch_pair_gradients(model, batch, ref, linears, cs, PARAMS)
-    slow = sketch_pair_gradients_loop(model, batch, ref, linears, cs, PARAMS)
+    """The twins build their own sketches from the seed: each finds the layers sharing an input by itself."""
+    fast = sketch_pair_gradients(model, batch, ref, linears, CountSketch(k, seed=11, route=route), PARAMS)
+    slow = sketch_pair_gradients_loop(model, batch, ref, linears, CountSketch(k, seed=11), PARAMS)
     scale = slow.abs().max()
     assert scale > 1e-4  # gradients are not trivially zero
     torch.testing.assert_close(fast.sketch, slow, atol=2e-5 * scale.item(), rtol=1e-4)
@@ -57,12 +57,39 @@ def test_sequence_nll_sketch_matches_slow_twin(policy_model, tokenizer, mixed_pa
     batch = collate(mixed_pairs, tokenizer.pad_token_id, padding_side=padding_side)
     ids, mask = batch.input_ids, batch.attention_mask
     linears = scoped_linears(policy_model, "linear")
-    cs = CountSketch(512, seed=5, route=route)
-    fast, nll = sketch_sequence_gradients(policy_model, ids, mask, linears, cs)
-    slow = sketch_sequence_gradients_loop(policy_model, ids, mask, linears, cs)
+    fast, nll = sketch_sequence_gradients(policy_model, ids, mask, linears, CountSketch(512, seed=5, route=route))
+    slow = sketch_sequence_gradients_loop(policy_model, ids, mask, linears, CountSketch(512, seed=5))
     assert fast.shape == (ids.shape[0], 512) and slow.abs().max() > 1e-4
     torch.testing.assert_close(fast, slow, atol=2e-5 * slow.abs().max().item(), rtol=1e-4)
     torch.testing.assert_close(nll, token_nll(policy_model, ids, mask)[0].detach())
+
+
+def test_layers_reading_one_input_share_its_hash(policy_model, tokenizer, mixed_pairs, lora_policy):
+    """q/k/v read the attention norm's output and gate/up the MLP norm's: each set shares one input hash (named
+    after its smallest name); o and down read inputs of their own. Fast and slow paths declare the same sets."""
+    batch = collate(mixed_pairs, tokenizer.pad_token_id)
+    for model, scope in ((policy_model, "linear"), (lora_policy, "lora")):
+        linears = scoped_linears(model, scope)
+        fast, slow = CountSketch(64, 0), CountSketch(64, 0)
+        sketch_pair_gradients(model, batch, None, linears, fast, PARAMS)
+        sketch_pair_gradients_loop(model, batch, reference_logps(model, batch), linears, slow, PARAMS)
+        streams = {name: fast.input_name(f"{name}.weight") for name in linears}
+        assert streams == {name: slow.input_name(f"{name}.weight") for name in linears}
+        readers = {}
+        for name, stream in streams.items():  # "...q_proj" -> "q_proj", "...q_proj.lora_A.default" -> "q_proj.lora_A"
+            readers.setdefault(stream, []).append(
+                ".".join(name.split(".")[-3:-1]) if scope == "lora" else name.split(".")[-1]
+            )
+        shared = sorted(sorted(names) for names in readers.values() if len(names) > 1)
+        if scope == "linear":
+            assert shared == [["gate_proj", "up_proj"]] * 2 + [["k_proj", "q_proj", "v_proj"]] * 2
+            assert len(readers) == 8  # and o, down alone in each of the 2 blocks
+        else:  # the A matrices read their layer's input; each B reads its own A's output
+            assert (
+                shared
+                == [["gate_proj.lora_A", "up_proj.lora_A"]] * 2
+                + [["k_proj.lora_A", "q_proj.lora_A", "v_proj.lora_A"]] * 2
+            )
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -1,7 +1,7 @@
 """The math of CONGRAD on tensors: no Ray, no file I/O, runs on CPU. Notation as in docs/design.md."""
 
 from .aggregate import EMASegment, LanguageSums, ema_combine, ema_segment, ema_sequential, minibatch_means
-from .count_sketch import CountSketch, axis_hash, stream_seed
+from .count_sketch import SKETCH_DEFINITION, CountSketch, axis_hash, stream_seed
 from .dpo import DPOParams, DPOTerms, PreferenceBatch, lp_dpo_terms, sequence_logps, token_logps
 from .evaluate import (
     RewardStats,
@@ -50,6 +50,7 @@ __all__ = [
     "Interval",
     "Candidate",
     "CountSketch",
+    "SKETCH_DEFINITION",
     "DPOParams",
     "DPOTerms",
     "Decision",

@@ -6,7 +6,9 @@ Every parameter is hashed on its 2-D view ``(R, C)`` (a ``d_out x d_in`` weight 
     h(r, c) = (h_out(r) + h_in(c)) mod k,     s(r, c) = s_out(r) * s_in(c),
 
 so hash state is ``O(R + C)`` per parameter and every actor on every node rebuilds the same ``S`` from the seed
-alone. ``S`` is linear, so ``<S(u), S(v)>`` estimates ``<u, v>`` without bias and sketches of sums are sums of
+alone. Weights of layers that read the same input tensor (a block's q/k/v projections, gate/up) share one input hash
+``h_in, s_in`` (:meth:`CountSketch.share_input`): ``S`` of each is then a block of the TensorSketch of the layers'
+stacked matrix, equally accurate, and the FFT route transforms their input once and their summed output sketches once. ``S`` is linear, so ``<S(u), S(v)>`` estimates ``<u, v>`` without bias and sketches of sums are sums of
 sketches (per-language aggregates merge exactly).
 
 Signs are folded into the bucket index: a coordinate with sign -1 goes to bucket ``k + h``, and the sketch is
@@ -40,6 +42,9 @@ _INDEX_CHUNK = 1 << 18
 _MACS_PER_FFT_UNIT = 12.0
 _MACS_PER_SKETCHED_INPUT = 45.0
 _MACS_PER_SCATTERED_ENTRY = 40.0
+# Which definition of ``S`` a stored sketch was made by, for the same seed and names (part of a run's sketch
+# fingerprint, so that a resumed or grown run never mixes two): 2 shares input hashes between layers (§2).
+SKETCH_DEFINITION = 2
 # Token rows per chunk on the FFT route on CPU: small reused buffers instead of a layer's worth (16 MB at 1,024 rows).
 _FFT_CHUNK_ROWS = 128
 
@@ -95,14 +100,37 @@ class CountSketch:
         self.k = k
         self.seed = seed
         self.route = route
-        self._tables: dict[tuple[str, int, int, str], tuple[AxisHash, AxisHash]] = {}
+        self._tables: dict[tuple[str, str, int, int, str], tuple[AxisHash, AxisHash]] = {}
+        self._input_names: dict[str, str] = {}
+
+    def share_input(self, names: list[str]) -> str:
+        """Declare that the weights ``names`` (``"<module>.weight"``) read the same input: their input axis is hashed
+        by one stream, named after the smallest name (docs/design.md §2). Returns that name.
+
+        The fast and the slow per-sample paths declare what they see in a forward (layers called on one tensor);
+        a weight declared with different partners in two forwards would have no single ``S`` and is refused.
+        """
+        shared = min(names)
+        for name in names:
+            if self._input_names.setdefault(name, shared) != shared:
+                raise ValueError(
+                    f"{name} reads the same input as {shared} in one forward and as {self._input_names[name]} in "
+                    "another: the layers reading each input must be the same in every forward (a model with "
+                    "data-dependent wiring needs a scope without those layers)"
+                )
+        return shared
+
+    def input_name(self, name: str) -> str:
+        """The stream the input axis of parameter ``name`` is hashed by: its own name unless it shares its input."""
+        return self._input_names.get(name, name)
 
     def tables(self, name: str, rows: int, cols: int, device: torch.device | str = "cpu") -> tuple[AxisHash, AxisHash]:
         """``(h_out, h_in)`` for the parameter ``name`` viewed as ``rows x cols``."""
-        key = (name, rows, cols, str(device))
+        in_name = self.input_name(name)
+        key = (name, in_name, rows, cols, str(device))
         if key not in self._tables:
             out = axis_hash(self.seed, name, "out", rows, self.k)
-            inp = axis_hash(self.seed, name, "in", cols, self.k)
+            inp = axis_hash(self.seed, in_name, "in", cols, self.k)
             self._tables[key] = (
                 AxisHash(out.signed_index.to(device), self.k),
                 AxisHash(inp.signed_index.to(device), self.k),
@@ -187,69 +215,97 @@ class CountSketch:
         Returns:
             ``[N, k]``, equal to ``sketch_matrix(name, G)`` up to float rounding.
         """
+        return self.sketch_outer_shared({name: delta}, x, chunk_elems, method)
+
+    def sketch_outer_shared(
+        self, deltas: dict[str, Tensor], x: Tensor, chunk_elems: int = 1 << 24, method: str | None = None
+    ) -> Tensor:
+        """``sum_m S(G_m)`` over layers ``m`` that read the same input ``x`` (``G_{m,n} = sum_t delta_{m,n,t}
+        x_{n,t}^T``), as :meth:`sketch_outer` does for one. The weights must share their input hash
+        (:meth:`share_input`), so by linearity the FFT route sketches and transforms ``x`` once and the sum of the
+        layers' output sketches once: two FFTs per token for the group instead of two per layer.
+
+        Args:
+            deltas: ``{weight name: output gradients [N, T, d_out_m]}``.
+            x: the layers' common input ``[N, T, d_in]``.
+        Returns:
+            ``[N, k]``, equal to ``sum_m sketch_matrix(m, G_m)`` up to float rounding.
+        """
         method = method or self.route
         if method not in ("auto", "fft", "explicit"):
             raise ValueError(f"unknown sketch_outer method {method!r}: use 'auto', 'fft' or 'explicit'")
-        n, t, d_out = delta.shape
-        d_in = x.shape[-1]
-        h_out, h_in = self.tables(name, d_out, d_in, delta.device)
+        if len({self.input_name(name) for name in deltas}) != 1:
+            raise ValueError(f"{sorted(deltas)} do not share an input hash: declare them with share_input first")
+        n, t, d_in = x.shape
+        outs = [(delta, self.tables(name, delta.shape[-1], d_in, delta.device)) for name, delta in deltas.items()]
+        h_in = outs[0][1][1]
+        outs = [(delta, h_out) for delta, (h_out, _) in outs]
         if method == "auto":
-            method = self.outer_method(t, d_out, d_in)
+            method = self.outer_method(t, sum(delta.shape[-1] for delta, _ in outs), d_in)
         if method == "explicit":
-            return self._outer_explicit(delta, x, h_out, h_in, chunk_elems)
-        return self._outer_fft(delta, x, h_out, h_in, chunk_elems)
+            acc = x.new_zeros(n, 2 * self.k)
+            for delta, h_out in outs:
+                self._outer_explicit_into(acc, delta, x, h_out, h_in, chunk_elems)
+            return fold_signs(acc, self.k)
+        return self._outer_fft(outs, x, h_in, chunk_elems)
 
     def outer_method(self, t: int, d_out: int, d_in: int) -> str:
         """The route ``sketch_outer(method="auto")`` takes for ``T = t`` tokens per sample and a ``d_out x d_in``
-        layer: ``"explicit"`` or ``"fft"``, whichever the cost model (per sample, in GEMM multiply-adds) says is
-        cheaper."""
+        layer (layers sharing an input: ``d_out`` their summed output widths): ``"explicit"`` or ``"fft"``,
+        whichever the cost model (per sample, in GEMM multiply-adds) says is cheaper."""
         explicit = d_out * d_in * (t + _MACS_PER_SCATTERED_ENTRY)
         fft = t * (self.k * math.log2(self.k) * _MACS_PER_FFT_UNIT + (d_out + d_in) * _MACS_PER_SKETCHED_INPUT)
         return "explicit" if explicit < fft else "fft"
 
-    def _outer_fft(self, delta: Tensor, x: Tensor, h_out: AxisHash, h_in: AxisHash, chunk_elems: int) -> Tensor:
+    def _outer_fft(self, outs: list[tuple[Tensor, AxisHash]], x: Tensor, h_in: AxisHash, chunk_elems: int) -> Tensor:
         """The TensorSketch route, on CPU ``_FFT_CHUNK_ROWS`` token rows at a time (whole samples, or one sample's
         tokens in pieces; ``chunk_elems / k`` rows elsewhere); the two ``[rows, k]`` token sketches and their spectra
         are allocated once per call and reused (a layer's worth allocated, zeroed and faulted in afresh made the FFTs
-        half as fast), and the token sum is taken in the frequency domain: one inverse FFT per sample."""
-        n, t, d_out = delta.shape
-        d_in = x.shape[-1]
+        half as fast), and the token sum is taken in the frequency domain: one inverse FFT per sample. ``outs`` are
+        the ``(delta [N, T, d_out_m], h_out_m)`` of the layers reading ``x``: their output sketches add up in one
+        buffer before its transform."""
+        n, t, d_in = x.shape
         if n == 0 or t == 0:
-            return delta.new_zeros(n, self.k)
+            return x.new_zeros(n, self.k)
         rows = max(1, chunk_elems // self.k)
-        if delta.device.type == "cpu":  # on an accelerator, fewer and larger transforms are faster
+        if x.device.type == "cpu":  # on an accelerator, fewer and larger transforms are faster
             rows = min(rows, _FFT_CHUNK_ROWS)
         tokens = min(t, rows)  # tokens of one sample per chunk
         samples = max(1, rows // t)  # whole samples per chunk (1 when a sample's tokens are split)
-        a, b = delta.new_empty(samples * tokens, self.k), delta.new_empty(samples * tokens, self.k)
-        complex_dtype = torch.complex128 if delta.dtype == torch.float64 else torch.complex64
-        a_hat = torch.empty(samples * tokens, self.k // 2 + 1, dtype=complex_dtype, device=delta.device)
+        a, b = x.new_empty(samples * tokens, self.k), x.new_empty(samples * tokens, self.k)
+        complex_dtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        a_hat = torch.empty(samples * tokens, self.k // 2 + 1, dtype=complex_dtype, device=x.device)
         b_hat = torch.empty_like(a_hat)
-        spectrum = torch.zeros(n, self.k // 2 + 1, dtype=complex_dtype, device=delta.device)
+        spectrum = torch.zeros(n, self.k // 2 + 1, dtype=complex_dtype, device=x.device)
         for s0 in range(0, n, samples):
             m = min(samples, n - s0)
             for t0 in range(0, t, tokens):
                 span = min(tokens, t - t0)
                 r = m * span
-                self._sketch_rows_into(a[:r], delta[s0 : s0 + m, t0 : t0 + span].reshape(r, d_out), h_out)
-                self._sketch_rows_into(b[:r], x[s0 : s0 + m, t0 : t0 + span].reshape(r, d_in), h_in)
+                a[:r].zero_()
+                for delta, h_out in outs:
+                    self._sketch_rows_add(a[:r], delta[s0 : s0 + m, t0 : t0 + span].reshape(r, -1), h_out)
+                self._sketch_rows_add(b[:r].zero_(), x[s0 : s0 + m, t0 : t0 + span].reshape(r, d_in), h_in)
                 torch.fft.rfft(a[:r], out=a_hat[:r])
                 torch.fft.rfft(b[:r], out=b_hat[:r])
                 spectrum[s0 : s0 + m] += a_hat[:r].mul_(b_hat[:r]).view(m, span, -1).sum(dim=1)
         return torch.fft.irfft(spectrum, n=self.k)
 
-    def _sketch_rows_into(self, out: Tensor, v: Tensor, h: AxisHash) -> None:
-        """``out [M, k] = CS(v [M, n])`` in place; signs are applied to ``v`` when ``n < 2k`` (cheaper than zeroing
-        and folding ``2k`` buckets per row)."""
+    def _sketch_rows_add(self, out: Tensor, v: Tensor, h: AxisHash) -> None:
+        """``out [M, k] += CS(v [M, n])`` in place; signs are applied to ``v`` when ``n < 2k`` (cheaper than
+        zeroing and folding ``2k`` buckets per row)."""
         if v.shape[1] >= 2 * self.k:
-            out.copy_(self.sketch_axis(v, h))
+            out.add_(self.sketch_axis(v, h))
             return
-        out.zero_().index_add_(1, h.bucket, v * h.sign.to(v.dtype))
+        out.index_add_(1, h.bucket, v * h.sign.to(v.dtype))
 
-    def _outer_explicit(self, delta: Tensor, x: Tensor, h_out: AxisHash, h_in: AxisHash, chunk_elems: int) -> Tensor:
+    def _outer_explicit_into(
+        self, acc: Tensor, delta: Tensor, x: Tensor, h_out: AxisHash, h_in: AxisHash, chunk_elems: int
+    ) -> None:
+        """``acc [N, 2k] +=`` the signed-bucket sums of the blocks of ``G_n``, formed by GEMMs a bounded block at a
+        time."""
         n, t, d_out = delta.shape
         d_in = x.shape[-1]
-        acc = delta.new_zeros(n, 2 * self.k)
         rows_per_block = max(1, min(d_out, _INDEX_CHUNK // max(d_in, 1)))
         delta_t = delta.transpose(1, 2)
         for r0 in range(0, d_out, rows_per_block):
@@ -260,7 +316,6 @@ class CountSketch:
                 s1 = min(n, s0 + samples)
                 block = torch.bmm(delta_t[s0:s1, r0:r1], x[s0:s1])
                 acc[s0:s1].index_add_(1, index, block.view(s1 - s0, -1))
-        return fold_signs(acc, self.k)
 
     def sketch_bias(self, name: str, delta_sum: Tensor) -> Tensor:
         """Sketch per-sample bias gradients ``sum_t delta_{n,t}`` (``[N, d_out]``) on the ``(1, d_out)`` view."""

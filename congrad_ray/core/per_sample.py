@@ -2,9 +2,10 @@
 
 For a scoped linear layer ``W`` (``d_out x d_in``) the per-row weight gradient is ``sum_t delta_t x_t^T``: ``x`` is
 captured by a forward hook, ``delta = dL/d(output)`` by a tensor hook during the backward of
-``L = sum_i loss_i``, and the two are combined by :meth:`CountSketch.sketch_outer` without ever forming the
-``d_out x d_in`` matrix. Rows are independent in a causal LM batch, so row ``n``'s contribution is exactly
-``grad`` of ``loss_{pair(n)}`` through row ``n``; a pair's sketch is the sum of its chosen and rejected rows.
+``L = sum_i loss_i``, and the two are combined by :meth:`CountSketch.sketch_outer_shared` without ever forming the
+``d_out x d_in`` matrix (the layers called on one input tensor together: they share its hash, §2). Rows are
+independent in a causal LM batch, so row ``n``'s contribution is exactly ``grad`` of ``loss_{pair(n)}`` through row
+``n``; a pair's sketch is the sum of its chosen and rejected rows.
 
 The backward is ``torch.autograd.grad(L, embeddings)``: it needs activation gradients only, so the weight-gradient
 GEMMs of a training step are skipped and no ``.grad`` is touched.
@@ -45,8 +46,28 @@ class SketchedPairs:
     policy_margin: Tensor | None = None
 
 
+def input_key(x: Tensor) -> tuple:
+    """Identity of a layer's input within one forward (while the tensor is alive): layers called on the same tensor
+    (a block's q/k/v, gate/up) read the same input and share its hash (docs/design.md §2)."""
+    return (x.data_ptr(), x.dtype, x.device, tuple(x.shape), x.stride())
+
+
+@dataclass
+class _SharedInput:
+    """One input tensor of a forward and the scoped layer calls that read it; their output gradients wait here
+    until the last has arrived in the backward, then the group is sketched at once."""
+
+    x: Tensor
+    readers: list[tuple[str, nn.Linear]]
+    deltas: dict[int, Tensor]
+
+
 class _OuterProductSketcher:
     """Hooks on scoped linears that accumulate ``S`` of each sample's weight (and bias) gradient into ``pairs``.
+
+    Layers called on the same input tensor are sketched together (:meth:`CountSketch.sketch_outer_shared`), once
+    the backward has delivered all their output gradients (or, for a reader whose output never reached the loss,
+    when the backward is over).
 
     With ``pair_rows`` (DPO) a sample is a pair: its chosen and rejected rows are joined along the token axis before
     sketching (``G_i`` is the sum of their two outer-product sums, and ``S`` is linear), so each layer is sketched
@@ -62,31 +83,54 @@ class _OuterProductSketcher:
         self.padded = not bool(self.token_mask.all())
         samples = token_mask.shape[0] // 2 if pair_rows else token_mask.shape[0]
         self.pairs = torch.zeros(samples, sketch.k, device=token_mask.device)
+        self._inputs: dict[tuple, _SharedInput] = {}
 
     @contextmanager
     def installed(self) -> Iterator[None]:
+        """Hooks in place for one forward and backward; on a clean exit, groups still waiting for a gradient are
+        sketched with what arrived."""
         handles = [m.register_forward_hook(self._forward_hook(name)) for name, m in self.linears.items()]
         try:
             yield
+            for group in list(self._inputs.values()):
+                if group.deltas:
+                    self._accumulate(group)
         finally:
             for h in handles:
                 h.remove()
+            self._inputs.clear()
 
     def _forward_hook(self, name: str):
         def hook(module: nn.Linear, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             if output.requires_grad:
-                x = inputs[0].detach()
-                output.register_hook(lambda delta: self._accumulate(name, module, x, delta))
+                x = inputs[0]
+                group = self._inputs.setdefault(input_key(x), _SharedInput(x.detach(), [], {}))
+                slot = len(group.readers)
+                group.readers.append((name, module))
+                output.register_hook(lambda delta: self._arrived(group, slot, delta))
 
         return hook
 
-    def _accumulate(self, name: str, module: nn.Linear, x: Tensor, delta: Tensor) -> None:
+    def _arrived(self, group: _SharedInput, slot: int, delta: Tensor) -> None:
+        group.deltas[slot] = delta
+        if len(group.deltas) == len(group.readers):
+            self._accumulate(group)
+
+    def _accumulate(self, group: _SharedInput) -> None:
         rows = self.token_mask.shape[0]
-        x = self._samples(self._masked(x.reshape(rows, -1, x.shape[-1]).float()))
-        delta = self._samples(self._masked(delta.reshape(rows, -1, delta.shape[-1]).float()))
-        self.pairs += self.sketch.sketch_outer(f"{name}.weight", delta, x)
-        if module.bias is not None:
-            self.pairs += self.sketch.sketch_bias(f"{name}.bias", delta.sum(dim=1))
+        self.sketch.share_input(sorted({f"{name}.weight" for name, _ in group.readers}))
+        x = self._samples(self._masked(group.x.reshape(rows, -1, group.x.shape[-1]).float()))
+        deltas: dict[str, Tensor] = {}
+        for slot, delta in sorted(group.deltas.items()):
+            name, module = group.readers[slot]
+            delta = self._samples(self._masked(delta.reshape(rows, -1, delta.shape[-1]).float()))
+            if module.bias is not None:
+                self.pairs += self.sketch.sketch_bias(f"{name}.bias", delta.sum(dim=1))
+            key = f"{name}.weight"
+            deltas[key] = deltas[key] + delta if key in deltas else delta  # one layer called twice on this input
+        self.pairs += self.sketch.sketch_outer_shared(deltas, x)
+        group.deltas.clear()
+        del self._inputs[input_key(group.x)]
 
     def _masked(self, t: Tensor) -> Tensor:
         """Zero padded positions (``where``, so a NaN there cannot leak into a sketch)."""

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import FilterConfig
+from ..core import SKETCH_DEFINITION
 from ..errors import ConfigError, InputError
 from ..inputs import materialize_inputs
 from ..models import check_loadable
@@ -67,7 +68,12 @@ def sketch_fingerprint(cfg: FilterConfig, files: list[Location]) -> str:
     inputs = [(f.uri, f.fs.get_file_info(f.path).size) for f in files]
     # the ground-truth column is read by the report only: it never changes a sketch
     given = cfg.input.model_dump(mode="json", exclude={"truth_column", "appended"})
-    extra = {"inputs": inputs, "input": given, "batch_size": cfg.resources.batch_size}
+    extra = {
+        "inputs": inputs,
+        "input": given,
+        "batch_size": cfg.resources.batch_size,
+        "sketch_definition": SKETCH_DEFINITION,
+    }
     return cfg.fingerprint(SKETCH_SECTIONS, extra)
 
 
