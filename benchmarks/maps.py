@@ -101,14 +101,14 @@ def run(quick: bool) -> Iterator[dict[str, Any]]:
 
 
 def engine_sketched(grads: dict[str, Any], shared: list[list[str]], k: int, seed: int) -> Any:
-    """``[N, k]``: the engine's ``S`` with seed ``seed`` applied by its definition, the ``shared`` weight names
-    declared as reading one input each."""
+    """``[N, k]``: the engine's ``S`` with seed ``seed`` applied by its definition to ``grads`` (``{parameter name:
+    [N, R, C]}``), the ``shared`` weight names declared as reading one input each."""
     from congrad_ray.core import CountSketch
 
     cs = CountSketch(k, seed)
     for names in shared:
         cs.share_input(names)
-    return sum(cs.sketch_matrix(f"{name}.weight", g) for name, g in grads.items())
+    return sum(cs.sketch_matrix(name, g) for name, g in grads.items())
 
 
 def shared_inputs(model: Any, linears: dict, ids: Any, mask: Any) -> list[list[str]]:

@@ -142,3 +142,25 @@ def test_maps_benchmark_quick_compares_hash_families_with_dense_jl():
     for record in records.values():
         assert set(record) == KEYS and record["value"] > 0
         assert 0 < record["details"]["rmse"]["shared_prefix"] < 0.5
+
+
+def test_maps_engine_row_is_the_sketch_pass_by_its_definition():
+    """The ``maps`` group's ``engine`` family (the definition of ``S`` on exact gradients, shared inputs declared)
+    is what the sketch pass computes: the row speaks for the engine."""
+    import torch
+
+    from benchmarks.maps import engine_sketched, shared_inputs
+    from congrad_ray.core import CountSketch, scoped_linears, sequence_gradients_loop, sketch_sequence_gradients
+    from congrad_ray.models import build_tiny_model, build_tiny_tokenizer
+
+    model = build_tiny_model(build_tiny_tokenizer()).eval()
+    ids = torch.randint(3, 400, (3, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    linears = scoped_linears(model, "linear")
+    grads = {
+        n: g.flatten(2) if g.dim() > 2 else g.unsqueeze(1)
+        for n, g in sequence_gradients_loop(model, ids, mask, linears).items()
+    }
+    by_definition = engine_sketched(grads, shared_inputs(model, linears, ids, mask), 256, 7)
+    fast = sketch_sequence_gradients(model, ids, mask, linears, CountSketch(256, 7))[0]
+    torch.testing.assert_close(fast, by_definition, rtol=1e-4, atol=1e-5 * by_definition.abs().max().item())
