@@ -8,7 +8,8 @@ Every parameter is hashed on its 2-D view ``(R, C)`` (a ``d_out x d_in`` weight 
 so hash state is ``O(R + C)`` per parameter and every actor on every node rebuilds the same ``S`` from the seed
 alone. Weights of layers that read the same input tensor (a block's q/k/v projections, gate/up) share one input hash
 ``h_in, s_in`` (:meth:`CountSketch.share_input`): ``S`` of each is then a block of the TensorSketch of the layers'
-stacked matrix, equally accurate, and the FFT route transforms their input once and their summed output sketches once. ``S`` is linear, so ``<S(u), S(v)>`` estimates ``<u, v>`` without bias and sketches of sums are sums of
+stacked matrix, equally accurate, and the FFT route transforms their input once and their summed output sketches
+once. ``S`` is linear, so ``<S(u), S(v)>`` estimates ``<u, v>`` without bias and sketches of sums are sums of
 sketches (per-language aggregates merge exactly).
 
 Signs are folded into the bucket index: a coordinate with sign -1 goes to bucket ``k + h``, and the sketch is
@@ -237,9 +238,9 @@ class CountSketch:
         if len({self.input_name(name) for name in deltas}) != 1:
             raise ValueError(f"{sorted(deltas)} do not share an input hash: declare them with share_input first")
         n, t, d_in = x.shape
-        outs = [(delta, self.tables(name, delta.shape[-1], d_in, delta.device)) for name, delta in deltas.items()]
-        h_in = outs[0][1][1]
-        outs = [(delta, h_out) for delta, (h_out, _) in outs]
+        tables = {name: self.tables(name, delta.shape[-1], d_in, delta.device) for name, delta in deltas.items()}
+        h_in = next(iter(tables.values()))[1]
+        outs = [(delta, tables[name][0]) for name, delta in deltas.items()]
         if method == "auto":
             method = self.outer_method(t, sum(delta.shape[-1] for delta, _ in outs), d_in)
         if method == "explicit":
