@@ -111,11 +111,8 @@ def test_selfreward_setting_loads_and_round_one_is_shared(tmp_path):
     assert (arm / "prompts.parquet").exists() and not (arm / "round-01" / "filter").exists()
 
 
-def test_selfreward_report_from_a_made_up_run(tmp_path):
-    from benchmarks.paper.selfreward import CONFIG_DIR, load
-    from benchmarks.paper.selfreward_report import write_results
-
-    cfg = load(CONFIG_DIR / "selfreward.yaml", ["rounds=1", "arms={all: [], congrad: []}"], quick=False, seeds=2)
+def _made_up_selfreward_summary(cfg, rounds_done: int, partial: bool = False) -> dict:
+    """A summary of a self-rewarding run whose arms finished ``rounds_done`` rounds (all 0.5, congrad 0.75 acc)."""
     langs = [*cfg.corpus.seen, *cfg.corpus.unseen]
     seeds = []
     for seed in cfg.seeds:
@@ -128,14 +125,38 @@ def test_selfreward_report_from_a_made_up_run(tmp_path):
                      "margin": margins}  # fmt: skip
             diag = {"en": {"n": 8, "kept": 4, "before": 0.3, "after": 0.5, "others": 0.2, "auroc": 0.6}}
             arms[arm] = [{"eval": {"per_language": per}, "lm": {lg: 2.1 for lg in langs}, "heldout_pairs": pairs,
-                          "pairs": 8, "kept": 4, "conflicting": 2, "conflicting_kept": 1, "diagnosis": diag}]  # fmt: skip
+                          "pairs": 8, "kept": 4, "conflicting": 2, "conflicting_kept": 1, "diagnosis": diag}
+                         ] * rounds_done  # fmt: skip
         seeds.append({"seed": seed, "base": base, "arms": arms, "wall_s": 10.0, "load_avg_1m": 1.0})
-    summary = {"setting": "selfreward", "config": cfg.model_dump(mode="json"), "wall_s": 20.0, "finished_at": "now",
-               "seeds": seeds}  # fmt: skip
-    write_results(summary, tmp_path)
+    return {"setting": "selfreward", "config": cfg.model_dump(mode="json"), "wall_s": 20.0, "finished_at": "now",
+            "partial": partial, "seeds": seeds}  # fmt: skip
+
+
+def test_selfreward_report_from_a_made_up_run(tmp_path):
+    from benchmarks.paper.selfreward import CONFIG_DIR, load
+    from benchmarks.paper.selfreward_report import write_results
+
+    cfg = load(CONFIG_DIR / "selfreward.yaml", ["rounds=1", "arms={all: [], congrad: []}"], quick=False, seeds=2)
+    write_results(_made_up_selfreward_summary(cfg, rounds_done=1), tmp_path)
     agg = json.loads((tmp_path / "results.json").read_text())["aggregate"]
     assert agg["arms"]["congrad"][0]["all_accuracy"]["mean"] == pytest.approx(0.75)
     assert agg["arms"]["congrad"][0]["tax_seen"]["mean"] == pytest.approx(0.1)
     assert agg["intervals"]["congrad"]["all"]["1"]["all"]["estimate"] == pytest.approx(0.25)
     text = (tmp_path / "results.md").read_text()
     assert "## After round 1" in text and "ConGrad (PCGrad) − No filter (all pairs)" in text
+
+
+def test_selfreward_partial_report_shows_the_finished_rounds_only(tmp_path):
+    """``--partial`` in the middle of round 2: round 1 is reported whole, round 2 has no figures and no intervals."""
+    from benchmarks.paper.selfreward import CONFIG_DIR, load
+    from benchmarks.paper.selfreward_report import write_results
+
+    cfg = load(CONFIG_DIR / "selfreward.yaml", ["rounds=2", "arms={all: [], congrad: []}"], quick=False, seeds=1)
+    write_results(_made_up_selfreward_summary(cfg, rounds_done=1, partial=True), tmp_path)
+    agg = json.loads((tmp_path / "results.json").read_text())["aggregate"]
+    assert agg["arms"]["congrad"][0]["all_accuracy"]["mean"] == pytest.approx(0.75)
+    assert agg["arms"]["congrad"][1] == {}
+    assert set(agg["intervals"]["congrad"]["all"]) == {"1"}
+    assert agg["diagnosis"]["1"]["en"]["auroc"]["mean"] == pytest.approx(0.6) and agg["diagnosis"]["2"] == {}
+    text = (tmp_path / "results.md").read_text()
+    assert "**Partial**" in text and "## After round 1" in text

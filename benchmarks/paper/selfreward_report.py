@@ -105,7 +105,8 @@ def aggregate(summary: dict[str, Any]) -> dict[str, Any]:
                     out["intervals"].setdefault(arm, {}).setdefault(base, {}).setdefault(str(t), {})[g] = iv.as_dict()
     for arm in ("congrad",):
         for t in range(1, cfg["rounds"] + 1):
-            diags = [s["arms"][arm][t - 1].get("diagnosis") or {} for s in summary["seeds"] if arm in s["arms"]]
+            rounds = [s["arms"].get(arm) or [] for s in summary["seeds"]]
+            diags = [r[t - 1].get("diagnosis") or {} for r in rounds if len(r) >= t]
             diags = [d for d in diags if d]
             langs = sorted({lg for d in diags for lg in d})
             out["diagnosis"][str(t)] = {
