@@ -74,6 +74,11 @@ def _outcomes(summary: dict[str, Any], arm: str, t: int, langs: list[str]) -> tu
     return (np.array(rows), groups) if rows else None
 
 
+def _round_records(summary: dict[str, Any], arm: str, t: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(round ``t``'s record of ``arm``, the seed's base record) for every seed whose arm finished round ``t``."""
+    return [(s["arms"][arm][t - 1], s["base"]) for s in summary["seeds"] if len(s["arms"].get(arm) or []) >= t]
+
+
 def aggregate(summary: dict[str, Any]) -> dict[str, Any]:
     from congrad_ray.core import paired_bootstrap
 
@@ -84,11 +89,7 @@ def aggregate(summary: dict[str, Any]) -> dict[str, Any]:
     for arm in cfg["arms"]:
         per_round = []
         for t in range(1, cfg["rounds"] + 1):
-            figs = [
-                round_figures(s["arms"][arm][t - 1], s["base"], seen, unseen)
-                for s in summary["seeds"]
-                if len(s["arms"].get(arm) or []) >= t
-            ]
+            figs = [round_figures(rec, base, seen, unseen) for rec, base in _round_records(summary, arm, t)]
             keys = sorted({k for f in figs for k in f})
             per_round.append({k: _stat([f[k] for f in figs if f.get(k) is not None]) for k in keys})
         out["arms"][arm] = per_round
@@ -105,8 +106,7 @@ def aggregate(summary: dict[str, Any]) -> dict[str, Any]:
                     out["intervals"].setdefault(arm, {}).setdefault(base, {}).setdefault(str(t), {})[g] = iv.as_dict()
     for arm in ("congrad",):
         for t in range(1, cfg["rounds"] + 1):
-            rounds = [s["arms"].get(arm) or [] for s in summary["seeds"]]
-            diags = [r[t - 1].get("diagnosis") or {} for r in rounds if len(r) >= t]
+            diags = [rec.get("diagnosis") or {} for rec, _ in _round_records(summary, arm, t)]
             diags = [d for d in diags if d]
             langs = sorted({lg for d in diags for lg in d})
             out["diagnosis"][str(t)] = {
