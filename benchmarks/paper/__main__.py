@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
     parser.add_argument("--out", type=Path, default=None, help="work directory")
     parser.add_argument("--results", type=Path, default=None, help="results directory")
-    parser.add_argument("--resume", action="store_true", help="keep finished seeds of an earlier run in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished seeds of the same config (in --out, or committed in --results/results.json)",
+    )
     parser.add_argument("--keep-models", action="store_true", help="keep every arm's trained model and checkpoints")
     parser.add_argument("--report-only", type=Path, default=None, metavar="DIR", help="redraw DIR/results.json")
     args = parser.parse_args(argv)

@@ -272,6 +272,23 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def finished_seeds(work: Path, results: Path, config_hash: str) -> dict[int, dict[str, Any]]:
+    """The seeds an earlier run of the same config finished: the committed ``results/results.json`` first, then the
+    work directory's ``seed-*/seed.json`` (newer, so it wins). Each seed record is self-contained (its held-out
+    per-pair outcomes included), so a run spread over sessions or machines adds seeds by committing results."""
+    found: dict[int, dict[str, Any]] = {}
+    committed = results / "results.json"
+    if committed.exists():
+        for rec in json.loads(committed.read_text()).get("seeds", []):
+            if rec.get("config_hash") == config_hash:
+                found[int(rec["seed"])] = rec
+    for done in sorted(work.glob("seed-*/seed.json")):
+        rec = json.loads(done.read_text())
+        if rec.get("config_hash") == config_hash:
+            found[int(rec["seed"])] = rec
+    return found
+
+
 def run_setting(
     cfg: SettingConfig,
     work: Path,
@@ -281,11 +298,10 @@ def run_setting(
     fresh: bool = True,
     keep_models: bool = False,
 ) -> dict[str, Any]:
-    """Run every seed of the setting, aggregate, write ``results.json``, ``results.md`` and the plots."""
+    """Run every seed of the setting; after each finished seed, aggregate the seeds so far and write
+    ``results.json``, ``results.md`` and the plots (an interrupted run leaves its finished seeds reported).
+    With ``fresh=False`` (``--resume``) the seeds of :func:`finished_seeds` are reused, not re-run."""
     from congrad_ray.ray_env import ensure_ray
-
-    from .aggregate import aggregate
-    from .report import write_report
 
     for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
@@ -294,23 +310,33 @@ def run_setting(
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     loads = [round(os.getloadavg()[0], 2)]
-    ensure_ray(cfg.num_cpus)
-    seeds = []
+    reusable = {} if fresh else finished_seeds(work, results, cfg.config_hash())
+    seeds: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
     for seed in cfg.seeds:
-        seed_dir = work / f"seed-{seed}"
-        done = seed_dir / "seed.json"
-        if not fresh and done.exists():
-            rec = json.loads(done.read_text())
-            if rec.get("config_hash") == cfg.config_hash():
-                log(f"seed {seed}: reusing {done}")
-                seeds.append(rec)
-                loads += [rec["load_avg_1m"]] if "load_avg_1m" in rec else []
-                continue
-        rec = run_seed(cfg, seed, seed_dir, keep_models)
-        rec["config_hash"] = cfg.config_hash()
-        done.write_text(json.dumps(rec, indent=1, default=str))
+        if seed in reusable:
+            log(f"seed {seed}: reusing the finished seed of an earlier run")
+            rec = reusable[seed]
+            loads += [rec["load_avg_1m"]] if "load_avg_1m" in rec else []
+        else:
+            ensure_ray(cfg.num_cpus)
+            rec = run_seed(cfg, seed, work / f"seed-{seed}", keep_models)
+            rec["config_hash"] = cfg.config_hash()
+            (work / f"seed-{seed}" / "seed.json").write_text(json.dumps(rec, indent=1, default=str))
+            loads.append(round(os.getloadavg()[0], 2))
         seeds.append(rec)
-        loads.append(round(os.getloadavg()[0], 2))
+        summary = _report(cfg, results, seeds, loads, t0, quick)
+    log(f"{cfg.setting}: {len(seeds)} seed(s) in {summary['wall_s']:.0f} s; results in {results}")
+    return summary
+
+
+def _report(
+    cfg: SettingConfig, results: Path, seeds: list[dict[str, Any]], loads: list[float], t0: float, quick: bool
+) -> dict[str, Any]:
+    """Aggregate the seeds finished so far and write the report."""
+    from .aggregate import aggregate
+    from .report import write_report
+
     summary = {
         "setting": cfg.setting,
         "quick": quick,
@@ -324,5 +350,4 @@ def run_setting(
     }
     summary["aggregate"] = aggregate(summary)
     write_report(summary, results)
-    log(f"{cfg.setting}: {len(seeds)} seed(s) in {summary['wall_s']:.0f} s; results in {results}")
     return summary
