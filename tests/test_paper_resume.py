@@ -1,6 +1,6 @@
 """``--resume`` of the paper benchmark adds seeds across sessions: a finished seed is reused from the committed
-``results.json`` or from the work directory (the newer one wins), only when its config hash matches, and a run
-whose seeds are all finished re-runs nothing and redraws the report from them."""
+``results.json`` (matched by the config stored beside it) or from the work directory (by its config hash; the newer
+one wins), and a run whose seeds are all finished re-runs nothing and redraws the report from them."""
 
 from __future__ import annotations
 
@@ -24,22 +24,30 @@ def _seed_record(config_hash: str, seed: int = 0) -> dict:
     return {**rec, "seed": seed, "config_hash": config_hash}
 
 
-def test_finished_seeds_prefers_the_work_directory_and_skips_other_configs(tmp_path):
+def test_finished_seeds_matches_configs_and_prefers_the_work_directory(tmp_path):
+    cfg = load_setting("small", [], quick=False, seeds=3)
+    other = load_setting("small", ["rho=0.25"], quick=False, seeds=3)
     work, results = tmp_path / "work", tmp_path / "results"
     results.mkdir()
-    committed = [{"seed": 0, "config_hash": "h", "from": "results"}, {"seed": 1, "config_hash": "other"}]
-    (results / "results.json").write_text(json.dumps({"seeds": committed}))
-    for seed, origin in ((0, "work"), (2, "work")):
+    committed = [{"seed": 0, "from": "results"}, {"seed": 1, "from": "results"}]
+    stored = {**cfg.model_dump(mode="json"), "seeds": [7], "quick": {"rho": 0.9}}  # neither is part of the match
+    (results / "results.json").write_text(json.dumps({"config": stored, "seeds": committed}))
+    for seed, config_hash in ((0, cfg.config_hash()), (2, cfg.config_hash()), (3, other.config_hash())):
         (work / f"seed-{seed}").mkdir(parents=True)
-        (work / f"seed-{seed}" / "seed.json").write_text(json.dumps({"seed": seed, "config_hash": "h", "from": origin}))
-    (work / "seed-3").mkdir()
-    (work / "seed-3" / "seed.json").write_text(json.dumps({"seed": 3, "config_hash": "other"}))
+        rec = {"seed": seed, "config_hash": config_hash, "from": "work"}
+        (work / f"seed-{seed}" / "seed.json").write_text(json.dumps(rec))
 
-    found = run_mod.finished_seeds(work, results, "h")
+    found = run_mod.finished_seeds(work, results, cfg)
 
-    assert sorted(found) == [0, 2]
-    assert found[0]["from"] == "work" and found[2]["from"] == "work"
-    assert run_mod.finished_seeds(tmp_path / "none", tmp_path / "none", "h") == {}
+    assert {s: r["from"] for s, r in found.items()} == {0: "work", 1: "results", 2: "work"}
+    assert sorted(run_mod.finished_seeds(work, results, other)) == [3]  # the committed config is not rho=0.25's
+    assert run_mod.finished_seeds(tmp_path / "none", tmp_path / "none", cfg) == {}
+
+
+def test_committed_results_of_an_older_schema_are_not_reused(tmp_path):
+    cfg = load_setting("small", [], quick=False, seeds=1)
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"rho": "half"}, "seeds": [{"seed": 0}]}))
+    assert run_mod.finished_seeds(tmp_path / "work", tmp_path, cfg) == {}
 
 
 def test_resume_reuses_committed_seeds_without_running_any(tmp_path, monkeypatch):
@@ -47,7 +55,7 @@ def test_resume_reuses_committed_seeds_without_running_any(tmp_path, monkeypatch
     results = tmp_path / "results"
     results.mkdir()
     seeds = [_seed_record(cfg.config_hash(), 0), _seed_record(cfg.config_hash(), 1)]
-    (results / "results.json").write_text(json.dumps({"seeds": seeds}))
+    (results / "results.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "seeds": seeds}))
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished seed was run again")
@@ -65,7 +73,8 @@ def test_fresh_run_ignores_committed_seeds(tmp_path, monkeypatch):
     cfg = load_setting("small", [], quick=False, seeds=1)
     results = tmp_path / "results"
     results.mkdir()
-    (results / "results.json").write_text(json.dumps({"seeds": [_seed_record(cfg.config_hash())]}))
+    stored = {"config": cfg.model_dump(mode="json"), "seeds": [_seed_record(cfg.config_hash())]}
+    (results / "results.json").write_text(json.dumps(stored))
     import congrad_ray.ray_env
 
     monkeypatch.setattr(congrad_ray.ray_env, "ensure_ray", lambda *a: None)

@@ -272,21 +272,32 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def finished_seeds(work: Path, results: Path, config_hash: str) -> dict[int, dict[str, Any]]:
+def finished_seeds(work: Path, results: Path, cfg: SettingConfig) -> dict[int, dict[str, Any]]:
     """The seeds an earlier run of the same config finished: the committed ``results/results.json`` first, then the
     work directory's ``seed-*/seed.json`` (newer, so it wins). Each seed record is self-contained (its held-out
-    per-pair outcomes included), so a run spread over sessions or machines adds seeds by committing results."""
+    per-pair outcomes included), so a run spread over sessions or machines adds seeds by committing results.
+    Committed seeds are matched by the config stored beside them (re-hashed now, so a change in what the hash
+    covers does not orphan them); work-directory seeds by the hash they were written with."""
     found: dict[int, dict[str, Any]] = {}
     committed = results / "results.json"
     if committed.exists():
-        for rec in json.loads(committed.read_text()).get("seeds", []):
-            if rec.get("config_hash") == config_hash:
-                found[int(rec["seed"])] = rec
+        summary = json.loads(committed.read_text())
+        if _stored_config_hash(summary.get("config")) == cfg.config_hash():
+            found.update({int(rec["seed"]): rec for rec in summary.get("seeds", [])})
     for done in sorted(work.glob("seed-*/seed.json")):
         rec = json.loads(done.read_text())
-        if rec.get("config_hash") == config_hash:
+        if rec.get("config_hash") == cfg.config_hash():
             found[int(rec["seed"])] = rec
     return found
+
+
+def _stored_config_hash(stored: dict[str, Any] | None) -> str | None:
+    from pydantic import ValidationError
+
+    try:
+        return SettingConfig.model_validate(stored).config_hash() if stored else None
+    except ValidationError:  # written by an older schema: not the same config
+        return None
 
 
 def run_setting(
@@ -310,7 +321,7 @@ def run_setting(
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     loads = [round(os.getloadavg()[0], 2)]
-    reusable = {} if fresh else finished_seeds(work, results, cfg.config_hash())
+    reusable = {} if fresh else finished_seeds(work, results, cfg)
     seeds: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for seed in cfg.seeds:

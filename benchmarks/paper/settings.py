@@ -114,8 +114,9 @@ class SettingConfig(_Section):
     quick: dict[str, Any] = Field(default_factory=dict, description="dotted overrides applied with --quick")
 
     def config_hash(self) -> str:
-        """Of everything a seed's result depends on (not the list of seeds: ``--seeds 3 --resume`` reuses seed 0)."""
-        canon = json.dumps(self.model_dump(mode="json", exclude={"seeds"}), sort_keys=True)
+        """Of everything a seed's result depends on: not the list of seeds (``--seeds 3 --resume`` reuses seed 0),
+        nor the ``quick:`` block (once applied, its values are in the fields; unapplied, it changes nothing)."""
+        canon = json.dumps(self.model_dump(mode="json", exclude={"seeds", "quick"}), sort_keys=True)
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
